@@ -1,0 +1,8 @@
+# The two fresh-machine commands from the README. Each does all of its own set-up.
+.PHONY: demo test setup
+demo:
+	bash deploy/dev.sh demo
+test:
+	bash deploy/dev.sh test
+setup:
+	bash deploy/dev.sh setup

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Fresh-machine entry points for development and CI:
+#
+#   deploy/dev.sh setup   make/refresh the virtualenv and install the project (+ dev extras)
+#   deploy/dev.sh test    setup, start the local Kafka + Redis, run the test suite, stop them
+#   deploy/dev.sh demo    setup, then `ama-stream demo` (brings up the stack itself)
+#
+# The virtualenv lives outside the checkout (AMA_VENV, default ~/.cache/ama-stream/venv) so that a
+# fresh clone reuses it and torch is downloaded once per machine, not once per run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${AMA_VENV:-$HOME/.cache/ama-stream/venv}
+PY=${PYTHON:-python3}
+
+log() { printf '\033[1m[dev] %s\033[0m\n' "$*" >&2; }
+
+setup() {
+  command -v java >/dev/null || { log "java (17+) is required for the local Kafka broker"; exit 1; }
+  command -v mvn >/dev/null || { log "mvn is required to fetch the Kafka jars"; exit 1; }
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtualenv $VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+  fi
+  # Re-resolve dependencies only when pyproject.toml changed; always re-point the editable
+  # install at this checkout (CI clones into a new folder each time).
+  local stamp="$VENV/.ama-stream-deps" want
+  want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing dependencies into $VENV (first run downloads torch: several GB)"
+    "$VENV/bin/pip" install -q -e "$ROOT[dev]"
+    echo "$want" > "$stamp"
+  fi
+  "$VENV/bin/pip" install -q --no-deps -e "$ROOT"
+  export PATH="$VENV/bin:$PATH"
+}
+
+run_tests() {
+  setup
+  cd "$ROOT"
+  # Reuse a stack that is already up (a developer's); otherwise start one and always stop it.
+  if ! ama-stream local status >/dev/null 2>&1; then
+    trap 'log "stopping the local stack"; ama-stream local down || true' EXIT
+    log "starting the local Kafka + Redis"
+    ama-stream local up
+  fi
+  log "running the test suite"
+  pytest "$@"
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  test) shift; run_tests "$@" ;;
+  demo) shift; setup; cd "$ROOT"; exec ama-stream demo "$@" ;;
+  *) echo "usage: $0 setup|test|demo [args]" >&2; exit 2 ;;
+esac

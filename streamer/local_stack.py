@@ -1,0 +1,301 @@
+"""A real single-node Apache Kafka broker (KRaft) and a Redis server for development and CI.
+
+Both run as child processes in their own sessions, bound to 127.0.0.1, with data, logs and PID
+files under one state directory. `down` stops only what a PID file names *and* whose command
+line still matches what `up` started, so a recycled PID never takes an unrelated process down.
+The broker's jars come from Maven Central through `deploy/kafka/pom.xml`; the settings chosen
+for fast tests are explained in docs/local-stack.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.errors import AmaStreamError
+
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
+KAFKA_POM = DEPLOY_DIR / "kafka" / "pom.xml"
+KAFKA_LOG4J = DEPLOY_DIR / "kafka" / "log4j2.yaml"
+
+# A cold JVM plus KRaft's first leader election takes 5-15 s on 2 cores; 90 s leaves room for a
+# busy CI machine without hiding a broker that will never come up.
+READY_TIMEOUT_S = 90.0
+# Kafka flushes and closes its logs on SIGTERM; give it time before SIGKILL so the next `up`
+# does not have to recover segments.
+STOP_TIMEOUT_S = 30.0
+
+
+class LocalStackError(AmaStreamError):
+    """The local broker or Redis could not be set up, started or stopped."""
+
+
+def default_state_dir() -> Path:
+    """`$AMA_STATE_DIR`, else a folder under the user's cache directory."""
+    env = os.environ.get("AMA_STATE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ama-stream" / "local"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """What `local status` says about one service."""
+
+    name: str
+    pid: int | None
+    ready: bool
+    address: str
+
+    def describe(self) -> str:
+        state = "ready" if self.ready else ("started, not answering" if self.pid else "stopped")
+        pid = f" pid={self.pid}" if self.pid else ""
+        return f"{self.name:<6} {state:<22} {self.address}{pid}"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalStack:
+    """The local Kafka + Redis pair rooted at one state directory."""
+
+    state_dir: Path
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    redis_port: int = 6379
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    # -- public verbs ---------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Start whatever is not running yet and wait until both services answer."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._running_pid("redis") is None:
+            self._start_redis()
+        if self._running_pid("kafka") is None:
+            self._start_kafka()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for name, probe in (("redis", self._redis_ready), ("kafka", self._kafka_ready)):
+            while not probe():
+                if self._running_pid(name) is None:
+                    raise LocalStackError(
+                        f"{name} exited during start-up; see {self._log_path(name)}"
+                    )
+                if time.monotonic() > deadline:
+                    raise LocalStackError(
+                        f"{name} did not answer within {READY_TIMEOUT_S:.0f} s; "
+                        f"see {self._log_path(name)}"
+                    )
+                time.sleep(0.5)
+
+    def status(self) -> list[ServiceStatus]:
+        return [
+            ServiceStatus("kafka", self._running_pid("kafka"), self._kafka_ready(), self.bootstrap),
+            ServiceStatus("redis", self._running_pid("redis"), self._redis_ready(), self.redis_url),
+        ]
+
+    def down(self) -> list[str]:
+        """Stop both services; return one line per service saying what was done."""
+        return [self._stop(name) for name in ("kafka", "redis")]
+
+    # -- Redis ----------------------------------------------------------------------------------
+
+    def _start_redis(self) -> None:
+        binary = _redis_binary()
+        data = self.state_dir / "redis"
+        data.mkdir(exist_ok=True)
+        self._check_port_free(self.redis_port, "redis")
+        # No persistence: the local Redis holds rolling statistics that rebuild from traffic, and
+        # fsyncs would only slow tests down.
+        argv = [
+            binary, "--port", str(self.redis_port), "--bind", "127.0.0.1",
+            "--dir", str(data), "--save", "", "--appendonly", "no", "--daemonize", "no",
+        ]
+        self._spawn("redis", argv)
+
+    def _redis_ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    # -- Kafka ----------------------------------------------------------------------------------
+
+    def _start_kafka(self) -> None:
+        java = shutil.which("java")
+        if java is None:
+            raise LocalStackError("java not found: the local broker needs a Java 17+ runtime")
+        self._check_port_free(self.kafka_port, "kafka")
+        self._check_port_free(self.controller_port, "kafka controller")
+        classpath = self._kafka_classpath()
+        config = self._write_kafka_config()
+        logs = self.state_dir / "kafka-data"
+        if not (logs / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            result = subprocess.run(
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
+                 "-t", cluster_id, "-c", str(config)],
+                capture_output=True, text=True, check=False,
+            )
+            if result.returncode != 0:
+                raise LocalStackError(f"formatting the KRaft log failed:\n{result.stderr}")
+        argv = [
+            java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
+            f"-Dkafka.logs.dir={self.state_dir / 'kafka-logs'}",
+            "-cp", classpath, "kafka.Kafka", str(config),
+        ]
+        self._spawn("kafka", argv)
+
+    def _kafka_classpath(self) -> str:
+        """Resolve the broker's jars once per pom version; Maven caches them in ~/.m2."""
+        pom_hash = hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()[:12]
+        cached = self.state_dir / f"kafka-classpath-{pom_hash}.txt"
+        if cached.exists():
+            classpath = cached.read_text().strip()
+            if all(Path(jar).exists() for jar in classpath.split(os.pathsep)):
+                return classpath
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise LocalStackError("mvn not found: Maven resolves the broker's jars")
+        result = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(KAFKA_POM), "dependency:build-classpath",
+             f"-Dmdep.outputFile={cached}"],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0 or not cached.exists():
+            raise LocalStackError(f"resolving the Kafka jars failed:\n{result.stdout}{result.stderr}")
+        return cached.read_text().strip()
+
+    def _write_kafka_config(self) -> Path:
+        template = (DEPLOY_DIR / "kafka" / "server.properties").read_text()
+        config = self.state_dir / "server.properties"
+        config.write_text(
+            template.format(
+                kafka_port=self.kafka_port,
+                controller_port=self.controller_port,
+                log_dirs=self.state_dir / "kafka-data",
+            )
+        )
+        return config
+
+    def _kafka_ready(self) -> bool:
+        """Ready means the broker answers a metadata request, not merely that the port is open."""
+        if not self._port_open(self.kafka_port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            metadata = AdminClient(
+                {"bootstrap.servers": self.bootstrap, "log_level": "0"}
+            ).list_topics(timeout=2)
+        except Exception:  # the client raises KafkaException and friends while electing
+            return False
+        return bool(metadata.brokers)
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def _pid_path(self, name: str) -> Path:
+        return self.state_dir / f"{name}.pid"
+
+    def _log_path(self, name: str) -> Path:
+        return self.state_dir / f"{name}.out"
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        with self._log_path(name).open("ab") as log:
+            process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._pid_path(name).write_text(f"{process.pid}\n{_marker(name, self)}\n")
+
+    def _running_pid(self, name: str) -> int | None:
+        """The PID from our PID file if that process is alive and is still the one we started."""
+        path = self._pid_path(name)
+        if not path.exists():
+            return None
+        lines = path.read_text().split("\n")
+        pid, marker = int(lines[0]), lines[1] if len(lines) > 1 else ""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        if marker not in cmdline or stat.split(") ", 1)[1].startswith("Z"):
+            return None
+        return pid
+
+    def _stop(self, name: str) -> str:
+        pid = self._running_pid(name)
+        if pid is None:
+            self._pid_path(name).unlink(missing_ok=True)
+            return f"{name}: not running"
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self._running_pid(name) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self._running_pid(name) is not None:
+            os.killpg(pid, signal.SIGKILL)
+            while self._running_pid(name) is not None:
+                time.sleep(0.1)
+        self._pid_path(name).unlink(missing_ok=True)
+        return f"{name}: stopped (pid {pid})"
+
+    def _check_port_free(self, port: int, what: str) -> None:
+        if self._port_open(port):
+            raise LocalStackError(
+                f"port {port} for {what} is taken by a process this stack did not start; "
+                f"stop it or choose another port"
+            )
+
+    @staticmethod
+    def _port_open(port: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+
+def _marker(name: str, stack: LocalStack) -> str:
+    """A piece of the command line that identifies the process we started."""
+    if name == "redis":
+        return f"127.0.0.1:{stack.redis_port}"
+    return str(stack.state_dir / "server.properties")
+
+
+def _redis_binary() -> str:
+    """Find redis-server, installing Debian's package when we are root and it is missing."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise LocalStackError(
+            "redis-server not found. Install it (Debian/Ubuntu: `sudo apt-get install "
+            "redis-server`, macOS: `brew install redis`) or point AMA_REDIS__URL at a Redis server."
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise LocalStackError(f"`{' '.join(argv)}` failed:\n{result.stderr}")
+    found = shutil.which("redis-server")
+    if found is None:
+        raise LocalStackError("apt-get installed redis-server but it is not on PATH")
+    return found
