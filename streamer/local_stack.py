@@ -122,8 +122,19 @@ class LocalStack:
         # No persistence: the local Redis holds rolling statistics that rebuild from traffic, and
         # fsyncs would only slow tests down.
         argv = [
-            binary, "--port", str(self.redis_port), "--bind", "127.0.0.1",
-            "--dir", str(data), "--save", "", "--appendonly", "no", "--daemonize", "no",
+            binary,
+            "--port",
+            str(self.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
         ]
         self._spawn("redis", argv)
 
@@ -149,17 +160,34 @@ class LocalStack:
         if not (logs / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             result = subprocess.run(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                 "-t", cluster_id, "-c", str(config)],
-                capture_output=True, text=True, check=False,
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if result.returncode != 0:
                 raise LocalStackError(f"formatting the KRaft log failed:\n{result.stderr}")
         argv = [
-            java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC",
+            java,
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
             f"-Dkafka.logs.dir={self.state_dir / 'kafka-logs'}",
-            "-cp", classpath, "kafka.Kafka", str(config),
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(config),
         ]
         self._spawn("kafka", argv)
 
@@ -175,12 +203,23 @@ class LocalStack:
         if mvn is None:
             raise LocalStackError("mvn not found: Maven resolves the broker's jars")
         result = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(KAFKA_POM), "dependency:build-classpath",
-             f"-Dmdep.outputFile={cached}"],
-            capture_output=True, text=True, check=False,
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(KAFKA_POM),
+                "dependency:build-classpath",
+                f"-Dmdep.outputFile={cached}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0 or not cached.exists():
-            raise LocalStackError(f"resolving the Kafka jars failed:\n{result.stdout}{result.stderr}")
+            raise LocalStackError(
+                f"resolving the Kafka jars failed:\n{result.stdout}{result.stderr}"
+            )
         return cached.read_text().strip()
 
     def _write_kafka_config(self) -> Path:
@@ -220,7 +259,10 @@ class LocalStack:
     def _spawn(self, name: str, argv: list[str]) -> None:
         with self._log_path(name).open("ab") as log:
             process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         self._pid_path(name).write_text(f"{process.pid}\n{_marker(name, self)}\n")

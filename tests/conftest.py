@@ -52,7 +52,9 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
 
     def make(stem: str = "t", partitions: int = 1) -> str:
         name = _unique(stem)
-        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+        )
         futures[name].result(timeout=30)
         created.append(name)
         return name

@@ -34,11 +34,17 @@ def test_faust_agent_reads_one_topic_and_writes_another(
     log = (tmp_path / "faust.log").open("w")
     worker = subprocess.Popen(
         [sys.executable, str(RELAY), "worker", "--loglevel", "warn"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     consumer = Consumer(
-        {"bootstrap.servers": kafka_bootstrap, "group.id": group_factory(),
-         "auto.offset.reset": "earliest"}
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": group_factory(),
+            "auto.offset.reset": "earliest",
+        }
     )
     consumer.subscribe([sink])
     try:

@@ -51,6 +51,7 @@ def test_produce_then_consume_in_a_group(
         consumer.close()
     assert received == sent
     # Committed offsets point one past the last consumed record of each partition.
-    per_partition = {m.partition(): m.offset() + 1 for m in acked}
-    per_partition = {p: max(m.offset() + 1 for m in acked if m.partition() == p) for p in per_partition}
-    assert {tp.partition: tp.offset for tp in committed} == per_partition
+    expected: dict[int, int] = {}
+    for m in acked:
+        expected[m.partition()] = max(expected.get(m.partition(), 0), m.offset() + 1)
+    assert {tp.partition: tp.offset for tp in committed} == expected

@@ -17,7 +17,10 @@ PORTS = ["--kafka-port", "19192", "--controller-port", "19193", "--redis-port", 
 def _cli(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "streamer.cli", *args, "--state-dir", str(state), *PORTS],
-        capture_output=True, text=True, timeout=180, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
