@@ -2,7 +2,7 @@
 # Fresh-machine entry points for development and CI:
 #
 #   deploy/dev.sh setup   make/refresh the virtualenv and install the project (+ dev extras)
-#   deploy/dev.sh test    setup, start the local Kafka + Redis, run the test suite, stop them
+#   deploy/dev.sh test    setup, lint, start the local Kafka + Redis, run the test suite, stop them
 #   deploy/dev.sh demo    setup, then `ama-stream demo` (brings up the stack itself)
 #
 # The virtualenv lives outside the checkout (AMA_VENV, default ~/.cache/ama-stream/venv) so that a
@@ -39,6 +39,10 @@ setup() {
 run_tests() {
   setup
   cd "$ROOT"
+  log "lint: ruff, mypy"
+  ruff check .
+  ruff format --check .
+  mypy
   # Reuse a stack that is already up (a developer's); otherwise start one and always stop it.
   if ! ama-stream local status >/dev/null 2>&1; then
     trap 'log "stopping the local stack"; ama-stream local down || true' EXIT

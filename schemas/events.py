@@ -170,8 +170,11 @@ def score_events_json(
     for name, column in (("ts", ts), ("scores", scores), ("thresholds", thresholds)):
         if not np.isfinite(column).all():
             raise EventError(f"score_events_json: {name} must be finite")
-    for name, column in (("partitions", partitions), ("offsets", offsets), ("top_features", top_features)):
-        if column is not None and column.size and int(column.min()) < 0:
+    non_negative = {"partitions": partitions, "offsets": offsets}
+    if top_features is not None:
+        non_negative["top_features"] = top_features
+    for name, column in non_negative.items():
+        if column.size and int(column.min()) < 0:
             raise EventError(f"score_events_json: {name} must be >= 0")
 
     # .tolist() turns numpy scalars into Python ones in one C call; orjson then writes them.

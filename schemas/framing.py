@@ -62,7 +62,9 @@ def encode_frame(key: str, ts: float, array: np.ndarray) -> bytes:
     key_bytes = key.encode("utf-8")
     if not 1 <= len(key_bytes) <= _MAX_KEY_BYTES:
         raise FrameError(f"frame key must be 1..{_MAX_KEY_BYTES} UTF-8 bytes")
-    header = _HEADER.pack(MAGIC, VERSION, _DTYPE_TO_CODE[dtype_name], array.ndim, 0, ts, len(key_bytes))
+    header = _HEADER.pack(
+        MAGIC, VERSION, _DTYPE_TO_CODE[dtype_name], array.ndim, 0, ts, len(key_bytes)
+    )
     dims = struct.pack(f"<{array.ndim}I", *array.shape)
     pixels = np.ascontiguousarray(array, dtype=IMAGE_DTYPES[dtype_name]).tobytes()
     return b"".join((header, dims, key_bytes, pixels))

@@ -7,6 +7,7 @@ that does the work, so the same functions serve tests and the CLI.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -21,10 +22,12 @@ app.add_typer(local_app, name="local")
 
 # --- local stack ----------------------------------------------------------------------------
 
-_STATE = typer.Option(None, "--state-dir", help="Where data, logs and PID files live.")
-_KAFKA_PORT = typer.Option(9092, "--kafka-port", help="Broker port on 127.0.0.1.")
-_CONTROLLER_PORT = typer.Option(9093, "--controller-port", help="KRaft controller port.")
-_REDIS_PORT = typer.Option(6379, "--redis-port", help="Redis port on 127.0.0.1.")
+_State = Annotated[
+    Path | None, typer.Option("--state-dir", help="Where data, logs and PID files live.")
+]
+_KafkaPort = Annotated[int, typer.Option("--kafka-port", help="Broker port on 127.0.0.1.")]
+_ControllerPort = Annotated[int, typer.Option("--controller-port", help="KRaft controller port.")]
+_RedisPort = Annotated[int, typer.Option("--redis-port", help="Redis port on 127.0.0.1.")]
 
 
 def _stack(
@@ -40,10 +43,10 @@ def _stack(
 
 @local_app.command("up")
 def local_up(
-    state_dir: Path | None = _STATE,
-    kafka_port: int = _KAFKA_PORT,
-    controller_port: int = _CONTROLLER_PORT,
-    redis_port: int = _REDIS_PORT,
+    state_dir: _State = None,
+    kafka_port: _KafkaPort = 9092,
+    controller_port: _ControllerPort = 9093,
+    redis_port: _RedisPort = 6379,
 ) -> None:
     """Start Kafka and Redis (idempotent) and wait until both answer."""
     stack = _stack(state_dir, kafka_port, controller_port, redis_port)
@@ -54,10 +57,10 @@ def local_up(
 
 @local_app.command("status")
 def local_status(
-    state_dir: Path | None = _STATE,
-    kafka_port: int = _KAFKA_PORT,
-    controller_port: int = _CONTROLLER_PORT,
-    redis_port: int = _REDIS_PORT,
+    state_dir: _State = None,
+    kafka_port: _KafkaPort = 9092,
+    controller_port: _ControllerPort = 9093,
+    redis_port: _RedisPort = 6379,
 ) -> None:
     """Report whether each service is running and answering; exit 1 unless both are."""
     stack = _stack(state_dir, kafka_port, controller_port, redis_port)
@@ -70,10 +73,10 @@ def local_status(
 
 @local_app.command("down")
 def local_down(
-    state_dir: Path | None = _STATE,
-    kafka_port: int = _KAFKA_PORT,
-    controller_port: int = _CONTROLLER_PORT,
-    redis_port: int = _REDIS_PORT,
+    state_dir: _State = None,
+    kafka_port: _KafkaPort = 9092,
+    controller_port: _ControllerPort = 9093,
+    redis_port: _RedisPort = 6379,
 ) -> None:
     """Stop exactly the processes that `up` started (by PID file)."""
     stack = _stack(state_dir, kafka_port, controller_port, redis_port)
@@ -83,9 +86,255 @@ def local_down(
 
 # --- schemas --------------------------------------------------------------------------------
 
+schemas_app = typer.Typer(no_args_is_help=True, help="The wire contracts (JSON Schema).")
+app.add_typer(schemas_app, name="schemas")
+
+
+@schemas_app.command("export")
+def schemas_export(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write into.")] = Path(
+        "docs/schemas"
+    ),
+) -> None:
+    """Write one JSON Schema file per wire contract and the settings."""
+    from schemas.export import export_schemas  # imported here: only this command needs it
+
+    for path in export_schemas(out):
+        typer.echo(f"wrote {path}")
+
+
 # --- model ----------------------------------------------------------------------------------
 
+
+@app.command("train")
+def model_train(
+    data: Annotated[
+        Path, typer.Option("--data", help=".npy/.npz/.csv vectors, or MNIST idx(.gz) images.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
+    kind: Annotated[str, typer.Option("--kind", help="vector | image")] = "vector",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per batch.")] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, ... (default: auto).")
+    ] = None,
+) -> None:
+    """Train an AMA detector and write a model bundle (per-epoch losses on stderr)."""
+    from model import commands
+
+    if kind not in ("vector", "image"):
+        raise typer.BadParameter("--kind must be vector or image")
+    det = commands.train(
+        data, out, kind=kind, epochs=epochs, batch_size=batch_size, seed=seed,  # type: ignore[arg-type]
+        device=device,
+    )  # fmt: skip
+    typer.echo(f"bundle:        {out}")
+    typer.echo(f"model_version: {det.model_version}")
+    typer.echo(f"threshold:     {det.threshold:.4f}")
+
+
+@app.command("eval")
+def model_eval(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Folder holding adbench/, smd/ and mnist/.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Markdown report (+ .json).")] = Path(
+        "docs/RESULTS.md"
+    ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Seed 0 and a subset of every suite.")
+    ] = False,
+    suites: Annotated[str, typer.Option("--suites", help="Comma-separated.")] = (
+        "adbench,smd,mnist"
+    ),
+    detectors: Annotated[
+        str | None, typer.Option("--detectors", help="Only these (comma-sep).")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Parallel worker processes.")] = 1,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Per-job result cache (default ~/.cache).")
+    ] = None,
+    no_run: Annotated[bool, typer.Option("--no-run", help="Only render cached job results.")] = (
+        False
+    ),
+    notes: Annotated[
+        Path | None, typer.Option("--notes", help="Markdown file put under the report title.")
+    ] = None,
+) -> None:
+    """Run the quality evaluation (issue 3) and write OUT plus OUT with a .json suffix."""
+    from model import commands
+
+    commands.evaluate(
+        data_dir, out, quick=quick, suites=tuple(suites.split(",")),
+        detectors=tuple(detectors.split(",")) if detectors else None, workers=workers,
+        cache_dir=cache_dir, run=not no_run, notes=notes.read_text() if notes else "",
+    )  # fmt: skip
+    typer.echo(f"wrote {out} and {out.with_suffix('.json')}")
+
+
 # --- worker, produce, demo ------------------------------------------------------------------
+
+_Config = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings file (same nesting as AMA_*).")
+]
+
+
+@app.command("worker")
+def worker(
+    config: _Config = None,
+    bootstrap: Annotated[
+        str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers.")
+    ] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Consumer group id.")] = None,
+    input_topic: Annotated[str | None, typer.Option("--input-topic")] = None,
+    scores_topic: Annotated[str | None, typer.Option("--scores-topic")] = None,
+    alerts_topic: Annotated[str | None, typer.Option("--alerts-topic")] = None,
+    dlq_topic: Annotated[str | None, typer.Option("--dlq-topic")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Bundle dir (default: published).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, ... (default: auto).")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url")] = None,
+    redis_prefix: Annotated[
+        str | None, typer.Option("--redis-prefix", help="Redis key prefix.")
+    ] = None,
+    max_records: Annotated[
+        int | None, typer.Option("--max-records", help="Batch size bound.")
+    ] = None,
+    max_wait_ms: Annotated[
+        int | None, typer.Option("--max-wait-ms", help="Batch time bound.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="0 = any free port.")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+) -> None:
+    """Run one worker of the consumer group until SIGTERM/SIGINT (then drain and commit).
+
+    Settings: flags > AMA_* environment > --config YAML > defaults.
+    """
+    from schemas.settings import load_settings
+    from streamer.app import run_worker
+    from streamer.logs import configure_logging
+
+    configure_logging(log_level)
+    settings = load_settings(
+        config,
+        kafka={"bootstrap": bootstrap, "group_id": group, "input_topic": input_topic,
+               "scores_topic": scores_topic, "alerts_topic": alerts_topic, "dlq_topic": dlq_topic},
+        redis={"url": redis_url, "key_prefix": redis_prefix},
+        model={"bundle": model, "device": device},
+        batch={"max_records": max_records, "max_wait_ms": max_wait_ms},
+        metrics={"port": metrics_port},
+    )  # fmt: skip
+    run_worker(settings)
+
+
+@app.command("produce")
+def produce(
+    data: Annotated[Path, typer.Option("--data", help=".npy/.npz/.csv vectors or MNIST idx.")],
+    topic: Annotated[str, typer.Option("--topic", help="Input topic (must exist).")],
+    config: _Config = None,
+    bootstrap: Annotated[str | None, typer.Option("--bootstrap")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Records/s (default: max).")] = None,
+    keys: Annotated[int, typer.Option("--keys", help="Keys, assigned round robin.")] = 1,
+    key_prefix: Annotated[
+        str | None, typer.Option("--key-prefix", help="Default: file stem.")
+    ] = None,
+    bad_fraction: Annotated[
+        float, typer.Option("--bad-fraction", help="Malformed records inserted per row.")
+    ] = 0.0,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N rows.")] = None,
+    json_images: Annotated[
+        bool, typer.Option("--json-images", help="ImageRecord JSON instead of binary frames.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Replay a dataset into TOPIC as SensorRecord/ImageRecord, optionally with malformed ones.
+
+    Row i gets key "<prefix>-<i mod K>"; ts is the wall clock at sending.
+    """
+    from schemas.settings import load_settings
+    from streamer.replay import load_dataset, replay
+
+    if not 0.0 <= bad_fraction < 1.0 or keys < 1:
+        raise typer.BadParameter("--bad-fraction must be in [0, 1) and --keys >= 1")
+    settings = load_settings(config, kafka={"bootstrap": bootstrap})
+    kind, rows = load_dataset(data)
+    rows = rows[:limit] if limit is not None else rows
+    stem = key_prefix or data.name.split(".")[0]
+    names = [f"{stem}-{i % keys}" for i in range(len(rows))]
+    result = replay(
+        settings.kafka.client_config(), topic, rows, kind=kind, keys=names, rate=rate,
+        bad_fraction=bad_fraction, frames=not json_images, seed=seed,
+    )  # fmt: skip
+    rate_done = result.sent / max(result.seconds, 1e-9)
+    typer.echo(f"sent {result.sent} records ({len(rows)} {kind} rows, malformed: {result.bad}) "
+               f"to {topic} in {result.seconds:.1f} s ({rate_done:,.0f}/s)")  # fmt: skip
+
+
+@app.command("demo")
+def demo(
+    bootstrap: Annotated[
+        str | None, typer.Option("--bootstrap", help="Use this broker, not the local stack.")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url")] = None,
+    machine: Annotated[str, typer.Option("--machine", help="SMD machine.")] = "machine-2-7",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="SMD folder (train/, test/, test_label/).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Replay only N test rows.")] = None,
+    rate: Annotated[float, typer.Option("--rate", help="Records/s replayed (0 = max).")] = 4000.0,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (cached).")] = 1,
+) -> None:
+    """Train on real SMD data, replay its labelled test half through two workers, show live
+    progress, then alert precision/recall against the labels. Ctrl-C stops cleanly."""
+    from streamer.demo import run_demo
+
+    result = run_demo(
+        bootstrap=bootstrap, redis_url=redis_url, machine=machine, data_dir=data_dir,
+        limit=limit, rate=rate or None, epochs=epochs,
+    )  # fmt: skip
+    s = result.score
+    typer.echo(
+        f"{'interrupted after' if result.interrupted else 'done in'} {result.seconds:.0f} s: "
+        f"{result.scored:,} of {result.rows:,} rows scored, {result.dead_letters} dead letters"
+    )
+    typer.echo(
+        f"alert episodes: {s.episodes} ({s.true_positives} overlap a labelled anomaly) -> "
+        f"precision {s.precision:.2f}; labelled segments found: {s.segments_found} of "
+        f"{s.segments} -> recall {s.recall:.2f}"
+    )
+    typer.echo("(an episode is a true positive if it overlaps a labelled anomaly segment)")
+    if result.interrupted:
+        raise typer.Exit(130)  # the shell convention for "stopped by Ctrl-C"
+
+
+model_app = typer.Typer(no_args_is_help=True, help="The model version the workers serve.")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("publish")
+def model_publish(
+    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle directory to serve.")],
+    config: _Config = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url")] = None,
+    redis_prefix: Annotated[
+        str | None, typer.Option("--redis-prefix", help="Redis key prefix.")
+    ] = None,
+) -> None:
+    """Validate BUNDLE and point every worker at it (they swap within seconds, no restart)."""
+    from schemas.settings import load_settings
+    from streamer.reload import publish_model
+    from streamer.state import connect_from_settings
+
+    settings = load_settings(config, redis={"url": redis_url, "key_prefix": redis_prefix})
+    client = connect_from_settings(settings)
+    version = publish_model(client, settings.redis.key_prefix, bundle)
+    typer.echo(f"published {bundle} as model_version {version}")
 
 
 def main() -> None:

@@ -92,13 +92,11 @@ class LocalStack:
         for name, probe in (("redis", self._redis_ready), ("kafka", self._kafka_ready)):
             while not probe():
                 if self._running_pid(name) is None:
-                    raise LocalStackError(
-                        f"{name} exited during start-up; see {self._log_path(name)}"
-                    )
+                    raise LocalStackError(f"{name} exited during start-up{self._log_tail(name)}")
                 if time.monotonic() > deadline:
                     raise LocalStackError(
-                        f"{name} did not answer within {READY_TIMEOUT_S:.0f} s; "
-                        f"see {self._log_path(name)}"
+                        f"{name} did not answer within {READY_TIMEOUT_S:.0f} s"
+                        f"{self._log_tail(name)}"
                     )
                 time.sleep(0.5)
 
@@ -256,6 +254,15 @@ class LocalStack:
     def _log_path(self, name: str) -> Path:
         return self.state_dir / f"{name}.out"
 
+    def _log_tail(self, name: str, lines: int = 15) -> str:
+        """The end of a service's log, so a failed start explains itself (in CI, too)."""
+        path = self._log_path(name)
+        try:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return f"; no log at {path}"
+        return f"; last lines of {path}:\n" + "\n".join(tail)
+
     def _spawn(self, name: str, argv: list[str]) -> None:
         with self._log_path(name).open("ab") as log:
             process = subprocess.Popen(
@@ -316,9 +323,13 @@ class LocalStack:
 
 
 def _marker(name: str, stack: LocalStack) -> str:
-    """A piece of the command line that identifies the process we started."""
+    """A piece of the command line that identifies the process we started.
+
+    redis-server rewrites its process title once it listens ("redis-server 127.0.0.1:6379"), so
+    only its program name is in the command line both before and after that moment.
+    """
     if name == "redis":
-        return f"127.0.0.1:{stack.redis_port}"
+        return "redis-server"
     return str(stack.state_dir / "server.properties")
 
 

@@ -65,7 +65,7 @@ def test_down_leaves_a_process_it_did_not_start(tmp_path: Path) -> None:
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         # A stale PID file naming someone else's process must not get it killed.
-        (state / "redis.pid").write_text(f"{bystander.pid}\n127.0.0.1:16479\n")
+        (state / "redis.pid").write_text(f"{bystander.pid}\nredis-server\n")
         down = _cli("local", "down", state=state)
         assert down.returncode == 0
         assert bystander.poll() is None

@@ -1,0 +1,62 @@
+"""The work behind ``ama-stream train`` and ``ama-stream eval`` (the CLI only parses flags)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from model.data import load_training_data
+from model.detector import AMADetector
+from model.networks import Kind
+
+
+def train(
+    data: Path,
+    out: Path,
+    *,
+    kind: Kind = "vector",
+    epochs: int = 100,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+    config: dict[str, Any] | None = None,
+) -> AMADetector:
+    """Load ``data``, fit an AMADetector, save the bundle to ``out`` and return the detector."""
+    X = load_training_data(data, kind)
+    det = AMADetector(kind=kind, **(config or {}))
+    det.fit(X, epochs=epochs, batch_size=batch_size, device=device, seed=seed, progress=progress)
+    det.save(out)
+    return det
+
+
+def evaluate(
+    data_dir: Path,
+    out: Path,
+    *,
+    quick: bool = False,
+    suites: tuple[str, ...] = ("adbench", "smd", "mnist"),
+    detectors: tuple[str, ...] | None = None,
+    workers: int = 1,
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
+    run: bool = True,
+    notes: str = "",
+) -> Path:
+    """Run (or resume from the cache) the evaluation suites and write ``out`` + its JSON.
+
+    ``run=False`` only renders the jobs already in the cache (e.g. while a long run is going).
+    """
+    from model.evaluate import plan, run_all
+    from model.report import write_report
+
+    def _log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    jobs = plan(quick, suites, detectors)
+    cache = cache_dir or Path.home() / ".cache" / "ama-stream" / "eval-cache"
+    results = run_all(jobs, data_dir, cache, workers=workers, log=log or _log, run=run)
+    write_report(results, out, quick=quick, notes=notes)
+    return out

@@ -1,0 +1,385 @@
+"""AMADetector: the one object the rest of ama-stream uses (contract in docs/internals.md).
+
+``fit`` trains the AMA networks, folds them into an eval-only Scorer and calibrates a Gaussian
+(mu, sigma) on the training scores; ``score`` returns the two-sided z a(x) = |s - mu| / sigma
+(section 5.2) and never changes the detector; ``save`` / ``load`` use safetensors bundles.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from model.bundle import BundleError, read_bundle, write_bundle
+from model.networks import AMAConfig, Kind, Scorer, empty_scorer, export_scorer
+from model.train import TrainSummary, train_networks
+
+CLIP = 10.0  # standardised vectors are clipped to +-10 so one wild value cannot blow up a layer
+QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
+SCORE_CHUNK = 4096  # rows per forward pass when scoring large arrays (bounds peak memory)
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """The one place a device is chosen: explicit, else CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class AMADetector:
+    """Adversarial Mirrored AutoEncoder anomaly detector for vectors or small images.
+
+    >>> det = AMADetector(kind="vector").fit(X_train, epochs=20)
+    >>> a = det.score(X)            # float64 (n,), higher = more anomalous
+    >>> det.save("bundle/"); det2 = AMADetector.load("bundle/")
+
+    Keyword arguments are :class:`~model.networks.AMAConfig` fields (``nz``, ``arch``,
+    ``neg_sampling``, ``reg_lambda``, ...). ``input_shape`` is taken from the data at ``fit``.
+    """
+
+    def __init__(self, kind: Kind = "vector", **config: Any) -> None:
+        if kind not in ("vector", "image"):
+            raise ValueError(f"kind must be 'vector' or 'image', got {kind!r}")
+        self._config_kwargs = dict(config)
+        self.kind: Kind = kind
+        self.config: AMAConfig | None = None
+        self._scorer: Scorer | None = None
+        self._device = torch.device("cpu")
+        self._norm: dict[str, Any] = {}
+        self._calibration: dict[str, Any] = {}
+        self._training: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+        self._model_version: str | None = None
+        # Normalisation tensors live on the scoring device (one host-to-device copy per call).
+        self._loc: torch.Tensor | None = None
+        self._scale: torch.Tensor | None = None
+
+    # --- properties of the contract ------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(d,) for vectors, (C, H, W) for images."""
+        return self._require_config().input_shape
+
+    @property
+    def threshold(self) -> float:
+        """Calibrated threshold on the a(x) scale: the ``threshold_quantile`` (default 0.99)
+        quantile of a(x) over the training rows."""
+        self._require_fitted()
+        return float(self._calibration["threshold"])
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        """mu, sigma, quantiles of s and a(x) on the training rows, threshold and its rule."""
+        return copy.deepcopy(self._calibration)
+
+    @property
+    def model_version(self) -> str:
+        """Content-derived version string (see model.bundle); computed without writing files."""
+        self._require_fitted()
+        if self._model_version is None:
+            import hashlib
+
+            from safetensors.torch import save as st_save
+
+            from model.bundle import compute_model_version
+
+            blob = st_save({k: v.cpu().contiguous() for k, v in self._state().items()})
+            meta = {
+                "config": self._require_config().to_json(),
+                "normalisation": self._norm,
+                "calibration": self._calibration,
+            }
+            self._model_version = compute_model_version(blob, meta)
+            del hashlib
+        return self._model_version
+
+    def to(self, device: str | torch.device) -> AMADetector:
+        """Move the scorer once; every later ``score`` call makes one host-to-device copy."""
+        self._device = torch.device(device)
+        if self._scorer is not None:
+            self._scorer.to(self._device)
+        if self._loc is not None and self._scale is not None:
+            self._loc, self._scale = self._loc.to(self._device), self._scale.to(self._device)
+        return self
+
+    # --- training -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        X: np.ndarray,
+        *,
+        epochs: int = 100,
+        batch_size: int = 256,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> AMADetector:
+        """Fit normalisation, train the networks, export the scorer and calibrate (mu, sigma).
+
+        X: (n, d) vectors, or images (n, H, W) / (n, C, H, W) in 0..255 or 0..1 units.
+        """
+        arr = self._as_input(X, fitting=True)
+        shape = tuple(int(s) for s in arr.shape[1:])
+        cfg = AMAConfig(kind=self.kind, input_shape=shape, **self._config_kwargs).resolved()
+        self.config = cfg
+        self._fit_normalisation(arr)
+        dev = pick_device(device)
+        self._device = dev
+        data = self._normalise(torch.from_numpy(arr), torch.device("cpu"))
+        if self.kind == "image":
+            data = _pad(data, cfg)
+        callback = _progress_printer() if progress else None
+        nets, summary = train_networks(
+            cfg, data, epochs=epochs, batch_size=batch_size, device=dev, seed=seed,
+            on_epoch=callback,
+        )  # fmt: skip
+        self._scorer = export_scorer(cfg, nets).to(dev)
+        self._set_norm_tensors()
+        self._training = _summary_json(summary)
+        self._calibrate(arr)
+        self._model_version = None
+        return self
+
+    def _calibrate(self, arr: np.ndarray) -> None:
+        """Gaussian fit of the raw training scores (section 5.2) + empirical quantiles."""
+        cfg = self._require_config()
+        raw = self.score_details(arr, _calibrating=True)["raw"]
+        mu = float(raw.mean())
+        sigma = float(max(raw.std(), 1e-12))
+        z = np.abs(raw - mu) / sigma if cfg.two_sided else (raw - mu) / sigma
+        self._calibration = {
+            "score": "two_sided_z" if cfg.two_sided else "one_sided_z",
+            "mu": mu,
+            "sigma": sigma,
+            "raw_quantiles": {str(q): float(np.quantile(raw, q)) for q in QUANTILES},
+            "z_quantiles": {str(q): float(np.quantile(z, q)) for q in QUANTILES},
+            "threshold": float(np.quantile(z, cfg.threshold_quantile)),
+            "threshold_rule": f"quantile {cfg.threshold_quantile} of a(x) on the training rows",
+            "rows": int(raw.shape[0]),
+        }
+
+    # --- scoring --------------------------------------------------------------------------------
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Anomaly score a(x), float64 (n,), higher = more anomalous. Pure."""
+        raw = self._raw(X)[0]
+        return self._z(raw)
+
+    def score_with_features(
+        self, X: np.ndarray, top_k: int = 3
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores plus, for vectors, the (n, top_k) int64 indices of the features with the
+        largest |x - x_hat| in normalised units (largest first); None for images."""
+        raw, x_hat, x_norm = self._raw(X, keep_recon=True)
+        scores = self._z(raw)
+        if self.kind != "vector":
+            return scores, None
+        assert x_hat is not None and x_norm is not None
+        k = max(0, min(int(top_k), x_norm.shape[1]))
+        err = torch.abs(x_norm - x_hat)
+        idx = torch.topk(err, k, dim=1).indices if k else torch.zeros((err.shape[0], 0))
+        return scores, idx.to(torch.int64).cpu().numpy()
+
+    def score_details(self, X: np.ndarray, *, _calibrating: bool = False) -> dict[str, np.ndarray]:
+        """All the scores of section 5 for evaluation and ablation, float64 (n,) each:
+        ``raw`` s(x), ``z`` a(x) (absent while calibrating), ``recon`` mean |x - x_hat| in
+        normalised units (the reconstruction-error ablation)."""
+        raw, x_hat, x_norm = self._raw(X, keep_recon=True)
+        assert x_hat is not None and x_norm is not None
+        if self.kind == "image":
+            x_norm = _pad(x_norm, self._require_config())
+        recon = torch.abs(x_norm - x_hat).flatten(1).mean(1).double().cpu().numpy()
+        out = {"raw": raw, "recon": recon}
+        if not _calibrating:
+            out["z"] = self._z(raw)
+        return out
+
+    def _z(self, raw: np.ndarray) -> np.ndarray:
+        mu, sigma = self._calibration["mu"], self._calibration["sigma"]
+        z = (raw - mu) / sigma
+        return np.abs(z) if self._calibration["score"] == "two_sided_z" else z
+
+    def _raw(
+        self, X: np.ndarray, keep_recon: bool = False
+    ) -> tuple[np.ndarray, torch.Tensor | None, torch.Tensor | None]:
+        scorer = self._require_fitted()
+        arr = self._as_input(X, fitting=False)
+        raws: list[np.ndarray] = []
+        hats: list[torch.Tensor] = []
+        norms: list[torch.Tensor] = []
+        with torch.inference_mode():
+            for start in range(0, max(arr.shape[0], 1), SCORE_CHUNK):
+                chunk = torch.from_numpy(arr[start : start + SCORE_CHUNK])
+                if chunk.shape[0] == 0:
+                    break
+                xn = self._normalise(chunk, self._device)  # one host-to-device copy
+                s, x_hat = scorer(xn)
+                raws.append(s.double().cpu().numpy())
+                if keep_recon:
+                    hats.append(x_hat.cpu())
+                    norms.append(xn.cpu())
+        if not raws:
+            return np.zeros(0, dtype=np.float64), None, None
+        raw = np.concatenate(raws)
+        if not keep_recon:
+            return raw, None, None
+        return raw, torch.cat(hats), torch.cat(norms)
+
+    # --- normalisation ----------------------------------------------------------------------------
+
+    def _as_input(self, X: np.ndarray, *, fitting: bool) -> np.ndarray:
+        arr = np.asarray(X, dtype=np.float32)
+        if self.kind == "vector":
+            if arr.ndim != 2:
+                raise ValueError(f"vector input must be 2-D (n, d), got shape {arr.shape}")
+        else:
+            if arr.ndim == 3:
+                arr = arr[:, None]  # (n, H, W) -> (n, 1, H, W)
+            if arr.ndim != 4:
+                raise ValueError(f"image input must be (n, H, W) or (n, C, H, W), got {arr.shape}")
+        if not fitting and tuple(arr.shape[1:]) != self.input_shape:
+            raise ValueError(f"input shape {arr.shape[1:]} does not match model {self.input_shape}")
+        if fitting and arr.shape[0] < 2:
+            raise ValueError("need at least 2 training rows")
+        return np.ascontiguousarray(arr)
+
+    def _fit_normalisation(self, arr: np.ndarray) -> None:
+        if self.kind == "vector":
+            mean = arr.astype(np.float64).mean(0)
+            std = arr.astype(np.float64).std(0)
+            std = np.where(std < 1e-8, 1.0, std)  # zero-variance guard (SMD has constant columns)
+            self._norm = {
+                "type": "standard",
+                "mean": mean.tolist(),
+                "std": std.tolist(),
+                "clip": CLIP,
+            }
+        else:
+            hi = 255.0 if float(arr.max()) > 1.0 else 1.0  # uint8 units or already 0..1
+            self._norm = {"type": "range", "lo": 0.0, "hi": hi, "to": [-1.0, 1.0]}
+        self._set_norm_tensors()
+
+    def _set_norm_tensors(self) -> None:
+        if self._norm["type"] == "standard":
+            loc = torch.tensor(self._norm["mean"], dtype=torch.float32)
+            scale = torch.tensor(self._norm["std"], dtype=torch.float32)
+        else:
+            lo, hi = float(self._norm["lo"]), float(self._norm["hi"])
+            loc = torch.tensor((lo + hi) / 2, dtype=torch.float32)
+            scale = torch.tensor((hi - lo) / 2, dtype=torch.float32)
+        self._loc, self._scale = loc.to(self._device), scale.to(self._device)
+
+    def _normalise(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        assert self._loc is not None and self._scale is not None
+        x = x.to(device, non_blocking=True)
+        out = (x - self._loc.to(device)) / self._scale.to(device)
+        if self.kind == "vector":
+            return out.clamp_(-CLIP, CLIP)
+        return out.clamp_(-1.0, 1.0)
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return dict(self._require_fitted().state_dict())
+
+    def save(self, path: str | Path) -> Path:
+        """Write a bundle directory (weights.safetensors + metadata.json); returns the path."""
+        cfg = self._require_config()
+        self._require_fitted()
+        version = write_bundle(
+            path,
+            tensors=self._state(),
+            config=cfg.to_json(),
+            input_spec={"kind": cfg.kind, "shape": list(cfg.input_shape), "dtype": "float32"},
+            normalisation=self._norm,
+            calibration=self._calibration,
+            training=self._training,
+            metrics=self.metrics,
+        )
+        self._model_version = version
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | torch.device | None = "cpu") -> AMADetector:
+        """Load a bundle (verified; nothing unpickled). Raises model.bundle.BundleError."""
+        contents = read_bundle(path)
+        meta = contents.metadata
+        try:
+            cfg = AMAConfig.from_json(meta["config"])
+        except (TypeError, ValueError) as exc:
+            raise BundleError(path, "incompatible", f"config not understood ({exc})") from None
+        spec = meta["input"]
+        if spec.get("kind") != cfg.kind or tuple(spec.get("shape", ())) != cfg.input_shape:
+            raise BundleError(path, "incompatible", f"input spec {spec} does not match config")
+        det = cls(kind=cfg.kind)
+        det.config = cfg
+        try:
+            scorer = empty_scorer(cfg)
+            scorer.load_state_dict(contents.tensors, strict=True)
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise BundleError(
+                path, "incompatible", f"weights do not fit the config: {exc}"
+            ) from None
+        det._scorer = scorer
+        det._norm = meta["normalisation"]
+        det._calibration = meta["calibration"]
+        det._training = meta.get("training", {})
+        det.metrics = meta.get("metrics", {})
+        det._model_version = contents.model_version
+        det._set_norm_tensors()
+        det.to(pick_device(device))
+        return det
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _require_config(self) -> AMAConfig:
+        if self.config is None:
+            raise RuntimeError("detector is not fitted (call fit or load)")
+        return self.config
+
+    def _require_fitted(self) -> Scorer:
+        if self._scorer is None:
+            raise RuntimeError("detector is not fitted (call fit or load)")
+        return self._scorer
+
+    def __repr__(self) -> str:
+        shape = self.config.input_shape if self.config else None
+        fitted = self._scorer is not None
+        return f"AMADetector(kind={self.kind!r}, input_shape={shape}, fitted={fitted})"
+
+
+def _pad(x: torch.Tensor, cfg: AMAConfig) -> torch.Tensor:
+    """Images are trained at 32x32: pad like the Scorer does (background = -1)."""
+    from model.networks import PadTo32
+
+    return PadTo32(cfg.input_shape[1:]).forward(x)  # type: ignore[arg-type]
+
+
+def _summary_json(summary: TrainSummary) -> dict[str, Any]:
+    out = asdict(summary)
+    out["history"] = [{k: round(v, 6) for k, v in h.items()} for h in summary.history]
+    return out
+
+
+def _progress_printer() -> Any:
+    """Per-epoch loss line on stderr (a rich progress bar when stderr is a terminal)."""
+
+    def show(epoch: int, epochs: int, logs: Mapping[str, float]) -> None:
+        width = 24
+        done = int(width * (epoch + 1) / epochs)
+        bar = "#" * done + "-" * (width - done)
+        losses = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
+        print(f"[{bar}] epoch {epoch + 1}/{epochs} {losses}", file=sys.stderr, flush=True)
+
+    return show
+
+
+Mode = Literal["vector", "image"]

@@ -1,0 +1,346 @@
+"""The quality evaluation behind ``ama-stream eval`` (issue 3's protocol and suites).
+
+Protocol (one-class, identical for every detector): for each seed, a random 60% of the normal
+rows train the detector; the test set is the other 40% of normals plus every anomaly; features
+are standardised with training-row statistics; AUROC and AUPRC (average precision, anomaly =
+positive class) are reported as mean and std over seeds.
+
+Work is split into independent jobs (suite, data set, seed, detector). Each job's result is
+cached as one JSON file keyed by a hash of everything that defines it, so a rerun only computes
+what changed, and jobs can run in parallel worker processes (one torch thread each).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.data import load_idx
+from model.networks import Kind
+
+ADBENCH = [
+    "2_annthyroid", "4_breastw", "6_cardio", "14_glass", "18_Ionosphere", "20_letter",
+    "21_Lymphography", "25_musk", "28_pendigits", "29_Pima", "30_satellite", "31_satimage-2",
+    "32_shuttle", "38_thyroid", "40_vowels", "42_WBC", "45_wine",
+]  # fmt: skip
+SMD = ["machine-1-6", "machine-1-7", "machine-2-1", "machine-2-2", "machine-2-7", "machine-2-8"]
+BASELINES = ["IForest", "ECOD", "KNN", "AutoEncoder", "DeepSVDD"]
+SEEDS = (0, 1, 2)
+SMD_WINDOW = 5  # short sliding window (steps) for the windowed SMD variant
+
+# AMA settings used by the evaluation (docs/model.md explains each choice). The training budget
+# is expressed in AE iterations so large and tiny data sets cost about the same wall time.
+AMA_EVAL: dict[str, Any] = {"iters": 200, "min_epochs": 1, "max_epochs": 100, "batch": 128}
+AMA_VARIANTS: dict[str, dict[str, Any]] = {
+    "AMA": {},
+    "AMA-noneg": {"neg_sampling": False},
+    "AMA-noreg": {"reg_lambda": 0.0},
+    "AMA-faithful": {"critic_hidden": 256, "recon_lambda": 0.0, "two_sided": True},
+    "AMA-long": {},  # default config, 4x the training budget (job option iters=800)
+}
+LONG_ITERS = 800
+MNIST_TRAIN_CAP = 300  # normal-digit training rows (60% of ~1000 = ~600, halved for CPU time)
+MNIST_AMA = {"epochs": 10, "batch": 32}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: train one detector on one split and score its test set."""
+
+    suite: str  # adbench | mnist | smd | smd-win
+    dataset: str
+    seed: int
+    detector: str  # AMA variant name or a baseline name
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return (
+            f"{self.suite}.{self.dataset}.{self.seed}.{self.detector}."
+            + hashlib.sha256(blob).hexdigest()[:10]
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# data and splits
+# ---------------------------------------------------------------------------------------------
+
+
+def load_adbench(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(root / "adbench" / f"{name}.npz", allow_pickle=False) as z:
+        return np.asarray(z["X"], np.float64), np.asarray(z["y"], np.int64)
+
+
+def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    images = load_idx(root / "mnist" / "t10k-images-idx3-ubyte.gz")
+    labels = load_idx(root / "mnist" / "t10k-labels-idx1-ubyte.gz")
+    return images.astype(np.float32), labels.astype(np.int64)
+
+
+def one_class_split(
+    X: np.ndarray, y: np.ndarray, seed: int, train_cap: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """60% of normals (y == 0) train; test = other 40% of normals + every anomaly."""
+    rng = np.random.default_rng(seed)
+    normal = np.flatnonzero(y == 0)
+    perm = rng.permutation(normal)
+    n_train = round(0.6 * len(normal))
+    tr = np.sort(perm[:n_train])
+    if train_cap is not None and len(tr) > train_cap:
+        tr = np.sort(rng.choice(tr, train_cap, replace=False))
+    te = np.sort(np.concatenate([perm[n_train:], np.flatnonzero(y != 0)]))
+    return X[tr], X[te], (y[te] != 0).astype(np.int64)
+
+
+def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = train.mean(0), train.std(0)
+    std = np.where(std < 1e-8, 1.0, std)
+    return ((train - mean) / std).astype(np.float32), ((test - mean) / std).astype(np.float32)
+
+
+def windows(X: np.ndarray, w: int) -> np.ndarray:
+    """(n, d) -> (n - w + 1, w * d): row i holds steps i .. i + w - 1 (label = last step)."""
+    n, d = X.shape
+    idx = np.arange(w)[None, :] + np.arange(n - w + 1)[:, None]
+    return X[idx].reshape(n - w + 1, w * d)
+
+
+def _job_data(job: Job, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if job.suite == "adbench":
+        X, y = load_adbench(root, job.dataset)
+        tr, te, yte = one_class_split(X, y, job.seed)
+        return (*standardise(tr, te), yte)
+    if job.suite == "mnist":
+        X, labels = load_mnist(root)
+        y = (labels != int(job.dataset)).astype(np.int64)
+        tr, te, yte = one_class_split(X, y, job.seed, MNIST_TRAIN_CAP)
+        return tr, te, yte
+    if job.suite in ("smd", "smd-win"):
+        tr = np.load(root / "smd" / "train" / f"{job.dataset}.npy").astype(np.float64)
+        te = np.load(root / "smd" / "test" / f"{job.dataset}.npy").astype(np.float64)
+        yte = np.loadtxt(root / "smd" / "test_label" / f"{job.dataset}.txt", dtype=np.int64)
+        tr_s, te_s = standardise(tr, te)
+        if job.suite == "smd-win":
+            tr_s, te_s, yte = (
+                windows(tr_s, SMD_WINDOW),
+                windows(te_s, SMD_WINDOW),
+                yte[SMD_WINDOW - 1 :],
+            )
+        cap = job.options.get("train_cap")
+        if cap and len(tr_s) > cap:  # evenly spaced rows keep the time coverage
+            tr_s = tr_s[np.linspace(0, len(tr_s) - 1, cap).astype(int)]
+        return tr_s, te_s, yte
+    raise ValueError(f"unknown suite {job.suite}")
+
+
+# ---------------------------------------------------------------------------------------------
+# detectors
+# ---------------------------------------------------------------------------------------------
+
+
+def _ama_epochs(n: int, batch: int, iters: int) -> int:
+    per_epoch = max(1, n // min(batch, n))
+    e = math.ceil(iters / per_epoch)
+    return int(min(AMA_EVAL["max_epochs"], max(AMA_EVAL["min_epochs"], e)))
+
+
+def _run_ama(job: Job, tr: np.ndarray, te: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+    from model.detector import AMADetector
+
+    kind: Kind = "image" if job.suite == "mnist" else "vector"
+    cfg = {**AMA_VARIANTS.get(job.detector, {}), **job.options.get("config", {})}
+    det = AMADetector(kind=kind, **cfg)
+    # small data sets get smaller batches so they still see ~`iters` updates
+    batch = int(job.options.get("batch", min(AMA_EVAL["batch"], max(16, len(tr) // 8))))
+    iters = int(job.options.get("iters", AMA_EVAL["iters"]))
+    epochs = int(job.options.get("epochs", _ama_epochs(len(tr), batch, iters)))
+    t0 = time.perf_counter()
+    det.fit(tr, epochs=epochs, batch_size=batch, seed=job.seed, progress=False, device="cpu")
+    fit_s = time.perf_counter() - t0
+    details = det.score_details(te)
+    one_sided = (details["raw"] - det.calibration["mu"]) / det.calibration["sigma"]
+    return {"z": details["z"], "raw": one_sided, "recon": details["recon"]}, fit_s
+
+
+def _run_baseline(job: Job, tr: np.ndarray, te: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+    name = job.detector
+    epochs = int(job.options.get("epochs", 30))
+    model: Any
+    if name == "IForest":
+        from pyod.models.iforest import IForest
+
+        model = IForest(n_estimators=200, random_state=job.seed)
+    elif name == "ECOD":
+        from pyod.models.ecod import ECOD
+
+        model = ECOD()
+    elif name == "KNN":
+        from pyod.models.knn import KNN
+
+        model = KNN(n_neighbors=5)
+    elif name == "AutoEncoder":
+        from pyod.models.auto_encoder import AutoEncoder
+
+        model = AutoEncoder(epoch_num=epochs, random_state=job.seed, verbose=0, device="cpu")
+    elif name == "DeepSVDD":
+        from pyod.models.deep_svdd import DeepSVDD
+
+        model = DeepSVDD(n_features=tr.shape[1], epochs=epochs, random_state=job.seed, verbose=0)
+    else:
+        raise ValueError(f"unknown detector {name}")
+    X_tr, X_te = tr.reshape(len(tr), -1), te.reshape(len(te), -1)
+    if job.suite == "mnist":  # pixels to [0, 1] for the baselines
+        X_tr, X_te = X_tr / 255.0, X_te / 255.0
+        if name == "DeepSVDD":
+            model.n_features = X_tr.shape[1]
+    t0 = time.perf_counter()
+    model.fit(X_tr)
+    fit_s = time.perf_counter() - t0
+    return {"score": np.asarray(model.decision_function(X_te), np.float64)}, fit_s
+
+
+def _metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+    s = np.nan_to_num(s, nan=0.0, posinf=1e300, neginf=-1e300)
+    prec, rec, _ = precision_recall_curve(y, s)
+    f1 = np.max(2 * prec * rec / np.maximum(prec + rec, 1e-12))
+    return {
+        "auroc": float(roc_auc_score(y, s)),
+        "auprc": float(average_precision_score(y, s)),
+        "best_f1": float(f1),
+    }
+
+
+def run_job(job: Job, data_dir: str) -> dict[str, Any]:
+    """Run one job in this process; returns a JSON-able result."""
+    import torch
+
+    torch.set_num_threads(1)
+    root = Path(data_dir)
+    tr, te, yte = _job_data(job, root)
+    runner: Callable[..., tuple[dict[str, np.ndarray], float]]
+    runner = _run_ama if job.detector.startswith("AMA") else _run_baseline
+    t0 = time.perf_counter()
+    scores, fit_s = runner(job, tr, te)
+    score_s = time.perf_counter() - t0 - fit_s
+    return {
+        "job": asdict(job),
+        "fit_s": fit_s,
+        "score_s": score_s,
+        "n_train": len(tr),
+        "n_test": len(te),
+        "metrics": {k: _metrics(yte, v) for k, v in scores.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# job lists, running, caching
+# ---------------------------------------------------------------------------------------------
+
+
+def plan(quick: bool, suites: Iterable[str], detectors: Iterable[str] | None = None) -> list[Job]:
+    """All jobs for the chosen suites. ``quick``: seed 0, fewer data sets / digits / machines."""
+    wanted = set(detectors) if detectors else None
+    jobs: list[Job] = []
+    seeds = (0,) if quick else SEEDS
+
+    def add(job: Job) -> None:
+        if wanted is None or job.detector in wanted:
+            jobs.append(job)
+
+    suites = set(suites)
+    if "adbench" in suites:
+        names = ADBENCH[:6] if quick else ADBENCH
+        for name in names:
+            for seed in seeds:
+                for det in ["AMA", *BASELINES]:
+                    add(Job("adbench", name, seed, det))
+                if seed == 0:  # ablations retrain: seed 0 only (CPU budget, docs/model.md)
+                    for variant in ("AMA-noneg", "AMA-noreg", "AMA-faithful"):
+                        add(Job("adbench", name, seed, variant))
+                    add(Job("adbench", name, seed, "AMA-long", {"iters": LONG_ITERS}))
+    if "mnist" in suites:
+        digits = range(3) if quick else range(10)
+        for c in digits:
+            for det in ["AMA", *BASELINES]:
+                add(Job("mnist", str(c), 0, det, MNIST_AMA if det == "AMA" else {}))
+            if c in (0, 1, 2):  # retrained ablations on three digits only (CPU budget)
+                for det in ("AMA-noneg", "AMA-noreg"):
+                    add(Job("mnist", str(c), 0, det, MNIST_AMA))
+    if "smd" in suites:
+        machines = SMD[:2] if quick else SMD
+        for m in machines:
+            for suite in ("smd", "smd-win"):
+                add(Job(suite, m, 0, "AMA", {"train_cap": 8000}))
+                for det in BASELINES:
+                    opts: dict[str, Any] = {"train_cap": 8000}
+                    if det in ("AutoEncoder", "DeepSVDD"):
+                        opts["epochs"] = 10
+                    add(Job(suite, m, 0, det, opts))
+    return jobs
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_all(
+    jobs: list[Job],
+    data_dir: Path,
+    cache_dir: Path,
+    *,
+    workers: int = 1,
+    log: Callable[[str], None] = print,
+    run: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every job not already in the cache; return all results (cached + new)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    todo: list[Job] = []
+    for job in jobs:
+        f = cache_dir / f"{job.key()}.json"
+        if f.is_file():
+            results[job.key()] = json.loads(f.read_text())
+        else:
+            todo.append(job)
+    log(f"{len(jobs)} jobs, {len(jobs) - len(todo)} cached, {len(todo) if run else 0} to run")
+    # Expensive first so the pool drains evenly.
+    # The goal metric first (ADBench AMA), then MNIST, then SMD, so a partial run is useful.
+    order = {"adbench": 0, "mnist": 1, "smd": 2, "smd-win": 3}
+    todo.sort(key=lambda j: (order[j.suite], j.detector != "AMA", j.seed))
+
+    def store(job: Job, res: dict[str, Any]) -> None:
+        results[job.key()] = res
+        (cache_dir / f"{job.key()}.json").write_text(json.dumps(res))
+        m = res["metrics"]
+        first = m.get("z", m.get("score", {}))
+        log(
+            f"done {job.suite}/{job.dataset}/s{job.seed}/{job.detector}: "
+            f"auroc={first.get('auroc', float('nan')):.4f} fit={res['fit_s']:.1f}s"
+        )
+
+    if not run:
+        return [results[j.key()] for j in jobs if j.key() in results]
+    if workers <= 1:
+        for job in todo:
+            store(job, run_job(job, str(data_dir)))
+    else:
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+            futures = {pool.submit(run_job, job, str(data_dir)): job for job in todo}
+            for fut in as_completed(futures):
+                store(futures[fut], fut.result())
+    return [results[j.key()] for j in jobs]

@@ -1,0 +1,308 @@
+"""One frozen configuration model for every job (worker, retrain, dashboard).
+
+Sources, highest precedence first: explicit overrides (CLI flags), environment variables
+(``AMA_`` prefix, ``__`` between nesting levels: ``AMA_KAFKA__BOOTSTRAP``), an optional YAML
+file with the same nesting, then the defaults below. :func:`load_settings` is the one way jobs
+build it; :meth:`Settings.redacted_dict` is what they log at start-up, with secrets masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from schemas.errors import ConfigError
+
+ReprArgs = Iterator[tuple[str | None, Any]]  # what pydantic's __repr_args__ yields
+
+__all__ = [
+    "AlertSettings",
+    "BatchSettings",
+    "KafkaSettings",
+    "LimitSettings",
+    "MetricsSettings",
+    "ModelSettings",
+    "RedisSettings",
+    "Settings",
+    "ThresholdSettings",
+    "load_settings",
+]
+
+MASK = "**********"
+# Raw librdkafka options whose names contain these are secrets too (e.g. ssl.key.password,
+# sasl.oauthbearer.client.secret), so `extra` is masked by name when logged.
+_SECRET_WORDS = ("password", "secret", "token")
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo in YAML or AMA_KAFKA__BOOTSTRAPP must not silently fall
+    # back to a default.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Broker connection, security and topic names. Its repr masks secret raw options."""
+
+    bootstrap: str = Field(default="127.0.0.1:9092", min_length=1, description="bootstrap.servers")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    group_id: str = Field(default="ama-stream", min_length=1)
+    input_topic: str = Field(default="ama.input", min_length=1)
+    scores_topic: str = Field(default="ama.scores", min_length=1)
+    alerts_topic: str = Field(default="ama.alerts", min_length=1)
+    dlq_topic: str = Field(default="ama.dlq", min_length=1)
+    extra: dict[str, str] = Field(
+        default_factory=dict,
+        description="Raw librdkafka options, applied last (AMA_KAFKA__EXTRA takes JSON).",
+    )
+
+    @model_validator(mode="after")
+    def _check_sasl(self) -> Self:
+        """SASL needs a mechanism, and PLAIN/SCRAM need credentials; fail at start, not at
+        the first poll."""
+        if not self.security_protocol.startswith("SASL_"):
+            return self
+        if self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if self.sasl_mechanism != "OAUTHBEARER" and (
+            self.sasl_username is None or self.sasl_password is None
+        ):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs username and password")
+        return self
+
+    def client_config(self) -> dict[str, str]:
+        """The librdkafka options every client shares (producer, consumer, admin).
+
+        Contains the SASL password in clear, as librdkafka needs it: never log this dict (log
+        :meth:`Settings.redacted_dict` instead). ``extra`` is applied last so that any option
+        can be overridden.
+        """
+        config = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_cafile,
+            "ssl.certificate.location": self.ssl_certfile,
+            "ssl.key.location": self.ssl_keyfile,
+        }
+        config.update({name: str(value) for name, value in optional.items() if value is not None})
+        config.update(self.extra)
+        return config
+
+    def __repr_args__(self) -> ReprArgs:
+        for name, value in super().__repr_args__():
+            yield name, _mask_options(value) if name == "extra" else value
+
+
+class RedisSettings(_Section):
+    """The Redis server that holds per-key threshold statistics and alert state.
+
+    Its repr masks a password in the URL.
+    """
+
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL.")
+    password: SecretStr | None = None
+    tls: bool = False
+    key_prefix: str = Field(default="ama", min_length=1, description="Prefix of every key written.")
+
+    def __repr_args__(self) -> ReprArgs:
+        for name, value in super().__repr_args__():
+            yield name, _mask_url(value) if name == "url" else value
+
+
+class ModelSettings(_Section):
+    """Which model bundle to serve, and where."""
+
+    bundle: Path | None = Field(default=None, description="Model bundle directory.")
+    device: str | None = Field(default=None, description="torch device; None = cuda if available.")
+
+
+class BatchSettings(_Section):
+    """Micro-batching: a batch closes at whichever bound is reached first."""
+
+    max_records: int = Field(default=1024, ge=1)
+    max_wait_ms: int = Field(default=50, ge=0)
+
+
+class ThresholdSettings(_Section):
+    """Per-key adaptive thresholds (statistics in Redis)."""
+
+    policy: Literal["quantile", "sigma", "fixed"] = "quantile"
+    quantile: float = Field(default=0.995, gt=0.0, lt=1.0)
+    k_sigma: float = Field(default=4.0, gt=0.0)
+    fixed: float | None = Field(default=None, description="The threshold when policy = fixed.")
+    warmup: int = Field(
+        default=200, ge=0, description="Observations before a key's own stats are used."
+    )
+    ewm_alpha: float = Field(default=0.01, gt=0.0, le=1.0, description="Weight of each new score.")
+    ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=1, description="Idle keys' statistics expire after."
+    )
+
+    @model_validator(mode="after")
+    def _check_fixed(self) -> Self:
+        """The fixed policy has nothing to fall back on, so its value is required."""
+        if self.policy == "fixed" and self.fixed is None:
+            raise ValueError("policy fixed needs thresholds.fixed")
+        return self
+
+
+class AlertSettings(_Section):
+    """Alert episodes: fire on n anomalous among the last m records, resolve after a quiet run."""
+
+    n_anomalous: int = Field(default=3, ge=1)
+    window_m: int = Field(default=10, ge=1)
+    quiet_records: int = Field(
+        default=20, ge=1, description="Normal records in a row that resolve."
+    )
+
+    @model_validator(mode="after")
+    def _check_window(self) -> Self:
+        """n anomalous out of m is impossible when n > m."""
+        if self.n_anomalous > self.window_m:
+            raise ValueError("alerts.n_anomalous must be <= alerts.window_m")
+        return self
+
+
+class LimitSettings(_Section):
+    """Input limits: bound the work one hostile or broken message can cause."""
+
+    max_message_bytes: int = Field(default=1_000_000, ge=1)
+    max_dims: int = Field(default=4096, ge=1)
+
+
+class MetricsSettings(_Section):
+    """Prometheus exposition."""
+
+    port: int = Field(default=9400, ge=0, le=65535, description="0 = pick a free port.")
+
+
+_yaml_path: ContextVar[Path | None] = ContextVar("ama_settings_yaml", default=None)
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one ama-stream process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AMA_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    model: ModelSettings = ModelSettings()
+    batch: BatchSettings = BatchSettings()
+    thresholds: ThresholdSettings = ThresholdSettings()
+    alerts: AlertSettings = AlertSettings()
+    limits: LimitSettings = LimitSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """overrides > environment > YAML (only inside :func:`load_settings`) > defaults."""
+        sources = [init_settings, env_settings]
+        yaml_path = _yaml_path.get()
+        if yaml_path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return tuple(sources)
+
+    def redacted_dict(self) -> dict[str, Any]:
+        """The configuration as plain JSON-able data with every secret masked, for logging.
+
+        Masks ``SecretStr`` fields, the password in a Redis URL, and raw Kafka options whose
+        names mention a password, secret or token.
+        """
+        data = self.model_dump(mode="json")  # SecretStr dumps as "**********" in JSON mode
+        data["redis"]["url"] = _mask_url(self.redis.url)
+        data["kafka"]["extra"] = _mask_options(self.kafka.extra)
+        return data
+
+
+def _mask_options(options: dict[str, str]) -> dict[str, str]:
+    """Mask raw librdkafka options whose names say they are secret."""
+    return {
+        name: MASK if any(word in name.lower() for word in _SECRET_WORDS) else value
+        for name, value in options.items()
+    }
+
+
+def _mask_url(url: str) -> str:
+    """Replace the password in ``scheme://user:password@host`` with the mask."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+def _drop_none(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Leave out overrides that are None (at any depth): a CLI flag not given overrides nothing."""
+    return {
+        name: _drop_none(value) if isinstance(value, dict) else value
+        for name, value in overrides.items()
+        if value is not None
+    }
+
+
+@contextmanager
+def _reading_yaml(path: Path | None) -> Iterator[None]:
+    token = _yaml_path.set(path)
+    try:
+        yield
+    finally:
+        _yaml_path.reset(token)
+
+
+def load_settings(yaml_path: Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings: ``overrides`` > ``AMA_*`` environment > YAML > defaults.
+
+    ``overrides`` are nested by section, e.g. ``kafka={"bootstrap": "host:9092"}``; they merge
+    with the other sources key by key, and None values are ignored. Raises
+    :class:`~schemas.errors.ConfigError` listing every problem; the message never echoes input
+    values, so a mistyped secret cannot reach a log.
+    """
+    if yaml_path is not None and not yaml_path.is_file():
+        raise ConfigError(f"settings file {yaml_path} does not exist")
+    try:
+        with _reading_yaml(yaml_path):
+            return Settings(**_drop_none(overrides))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or malformed YAML
+        raise ConfigError(f"cannot read settings file {yaml_path}: {exc}") from None

@@ -1,0 +1,169 @@
+"""Prometheus metrics and the worker's HTTP endpoints: /metrics, /healthz, /readyz.
+
+Each worker owns its own :class:`~prometheus_client.CollectorRegistry`, so several workers in one
+process (tests, the benchmark) never collide on metric names. The server is a small threaded
+``http.server`` because prometheus-client's own server only knows /metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = ["MetricsServer", "WorkerMetrics"]
+
+# Seconds; from sub-millisecond decode of a small batch up to a produce waiting out a broker blip.
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_SIZE_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096)
+_FILL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+# A loop that has not ticked for this long is stuck (the ack wait and the batch poll both tick
+# several times a second), well inside the group's 300 s max.poll.interval.ms.
+STUCK_AFTER_S = 60.0
+
+
+class WorkerMetrics:
+    """Every metric one worker exports, plus the liveness/readiness state the probes read."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records_in = Counter("ama_records_in", "Input records consumed.", registry=r)
+        self.records_out = Counter(
+            "ama_records_out", "Messages produced and acknowledged.", ["kind"], registry=r
+        )
+        self.rejects = Counter(
+            "ama_rejects", "Input records sent to the DLQ.", ["code"], registry=r
+        )
+        self.batch_size = Histogram(
+            "ama_batch_size", "Records per micro-batch.", buckets=_SIZE_BUCKETS, registry=r
+        )
+        self.batch_fill = Histogram(
+            "ama_batch_fill_ratio", "Batch size / max_records.", buckets=_FILL_BUCKETS, registry=r
+        )
+        self.stage_seconds = Histogram(
+            "ama_stage_seconds",
+            "Time per batch in each stage (decode, score, verdicts, produce, commit).",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "ama_end_to_end_seconds",
+            "From a record's event time to the acknowledgement of its score event.",
+            buckets=_E2E_BUCKETS,
+            registry=r,
+        )
+        self.alerts = Counter("ama_alerts", "Alert transitions produced.", ["status"], registry=r)
+        self.degraded_batches = Counter(
+            "ama_degraded_batches", "Batches judged with cached thresholds.", registry=r
+        )
+        self.delivery_failures = Counter(
+            "ama_delivery_failures", "Failed deliveries (re-produced).", ["error"], registry=r
+        )
+        self.model_info = Gauge(
+            "ama_model_info", "1 for the model version being served.", ["model_version"], registry=r
+        )
+        self.model_reloads = Counter(
+            "ama_model_reloads", "Hot-reload attempts by outcome.", ["outcome"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "ama_consumer_lag",
+            "Records behind the high watermark.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "ama_assigned_partitions", "Partitions this worker owns.", registry=r
+        )
+        self._last_tick = time.monotonic()
+        self._ready = False
+        self._served_version: str | None = None
+
+    def tick(self) -> None:
+        """The loop is alive (called from every wait, so a long ack wait is not 'stuck')."""
+        self._last_tick = time.monotonic()
+
+    def set_ready(self, ready: bool) -> None:
+        self._ready = ready
+
+    def serving(self, model_version: str) -> None:
+        """Switch the model-info gauge to ``model_version``."""
+        if self._served_version is not None:
+            self.model_info.remove(self._served_version)
+        self.model_info.labels(model_version).set(1)
+        self._served_version = model_version
+
+    def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
+        """Replace the per-partition lag (partitions no longer owned disappear)."""
+        self.consumer_lag.clear()
+        for (topic, partition), value in lag.items():
+            self.consumer_lag.labels(topic, str(partition)).set(value)
+
+    def healthy(self) -> bool:
+        return time.monotonic() - self._last_tick < STUCK_AFTER_S
+
+    def ready(self) -> bool:
+        return self._ready and self.healthy()
+
+
+class MetricsServer:
+    """Serves one worker's metrics and probes on ``host:port`` (port 0 = any free port)."""
+
+    def __init__(self, metrics: WorkerMetrics, *, port: int, host: str = "0.0.0.0") -> None:
+        handler = _handler_for(metrics)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="ama-metrics", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler_for(metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
+            elif self.path in ("/healthz", "/readyz"):
+                ok = metrics.healthy() if self.path == "/healthz" else metrics.ready()
+                body = json.dumps({"ok": ok}).encode()
+                self._send(200 if ok else 503, "application/json", body)
+            else:
+                self._send(404, "text/plain", b"not found\n")
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Scrapes every few seconds would drown the worker's own log."""
+
+    return Handler
