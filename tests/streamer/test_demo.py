@@ -72,7 +72,6 @@ def test_demo_replays_through_two_workers_and_scores_every_row(
         bootstrap=kafka_bootstrap, redis_url=redis_url, limit=3000, rate=None, cache_dir=tmp_path
     )
     assert result.rows == 3000 and result.scored == 3000 and not result.interrupted
-    assert result.dead_letters >= 0 and result.score.segments == len(
+    assert result.score.segments == len(
         segments(demo.load_demo_data("machine-2-7", None).labels[:3000])
     )
-    assert 0.0 <= result.score.precision <= 1.0 and 0.0 <= result.score.recall <= 1.0

@@ -7,7 +7,6 @@ are buffered by their producer and arrive after it returns.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
@@ -32,15 +31,7 @@ from model.detector import AMADetector
 from schemas.events import ScoreEvent
 from streamer.local_stack import LocalStack
 
-pytestmark = [
-    pytest.mark.integration,
-    # A second JVM broker is heavy for a shared 2-core machine, and under load its start-up has
-    # failed there (LocalStack reported "kafka exited during start-up"); opt in to run it.
-    pytest.mark.skipif(
-        os.environ.get("AMA_TEST_BROKER_OUTAGE") != "1",
-        reason="set AMA_TEST_BROKER_OUTAGE=1 (starts a private Kafka broker)",
-    ),
-]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
