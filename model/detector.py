@@ -81,6 +81,12 @@ class AMADetector:
         return copy.deepcopy(self._calibration)
 
     @property
+    def training(self) -> dict[str, Any]:
+        """What the bundle records about the training run: rows, epochs run, iterations, wall
+        time, device, per-epoch losses."""
+        return copy.deepcopy(self._training)
+
+    @property
     def model_version(self) -> str:
         """Content-derived version string (see model.bundle); computed without writing files."""
         self._require_fitted()
@@ -121,10 +127,12 @@ class AMADetector:
         device: str | torch.device | None = None,
         seed: int = 0,
         progress: bool = True,
+        time_budget_s: float | None = None,
     ) -> AMADetector:
         """Fit normalisation, train the networks, export the scorer and calibrate (mu, sigma).
 
         X: (n, d) vectors, or images (n, H, W) / (n, C, H, W) in 0..255 or 0..1 units.
+        ``time_budget_s`` stops training after the first epoch that ends past it.
         """
         arr = self._as_input(X, fitting=True)
         shape = tuple(int(s) for s in arr.shape[1:])
@@ -139,7 +147,7 @@ class AMADetector:
         callback = _progress_printer() if progress else None
         nets, summary = train_networks(
             cfg, data, epochs=epochs, batch_size=batch_size, device=dev, seed=seed,
-            on_epoch=callback,
+            on_epoch=callback, time_budget_s=time_budget_s,
         )  # fmt: skip
         self._scorer = export_scorer(cfg, nets).to(dev)
         self._set_norm_tensors()

@@ -47,8 +47,10 @@ AMA_VARIANTS: dict[str, dict[str, Any]] = {
     "AMA-noreg": {"reg_lambda": 0.0},
     "AMA-faithful": {"critic_hidden": 256, "recon_lambda": 0.0, "two_sided": True},
     "AMA-long": {},  # default config, 4x the training budget (job option iters=800)
+    "AMA-xlong": {},  # default config, 16x the training budget (job option iters=3200)
 }
 LONG_ITERS = 800
+XLONG_ITERS = 3200
 MNIST_TRAIN_CAP = 300  # normal-digit training rows (60% of ~1000 = ~600, halved for CPU time)
 MNIST_AMA = {"epochs": 10, "batch": 32}
 
@@ -149,9 +151,12 @@ def _job_data(job: Job, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _ama_epochs(n: int, batch: int, iters: int) -> int:
+    """Epochs that give ~``iters`` AE updates; the epoch cap grows with the budget so that a
+    longer budget really trains longer on small data sets (a few batches per epoch)."""
     per_epoch = max(1, n // min(batch, n))
     e = math.ceil(iters / per_epoch)
-    return int(min(AMA_EVAL["max_epochs"], max(AMA_EVAL["min_epochs"], e)))
+    cap = AMA_EVAL["max_epochs"] * max(1, iters // AMA_EVAL["iters"])
+    return int(min(cap, max(AMA_EVAL["min_epochs"], e)))
 
 
 def _run_ama(job: Job, tr: np.ndarray, te: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
@@ -270,6 +275,7 @@ def plan(quick: bool, suites: Iterable[str], detectors: Iterable[str] | None = N
                     for variant in ("AMA-noneg", "AMA-noreg", "AMA-faithful"):
                         add(Job("adbench", name, seed, variant))
                     add(Job("adbench", name, seed, "AMA-long", {"iters": LONG_ITERS}))
+                    add(Job("adbench", name, seed, "AMA-xlong", {"iters": XLONG_ITERS}))
     if "mnist" in suites:
         digits = range(3) if quick else range(10)
         for c in digits:

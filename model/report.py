@@ -106,7 +106,8 @@ def render(
     det_cols = ["AMA", "AMA:raw", "AMA:recon", *BASELINES]
     abl_cols = ["AMA", "AMA:recon", "AMA-noneg", "AMA-noneg:recon", "AMA-noreg",
                 "AMA-noreg:recon", "AMA-faithful", "AMA-faithful:raw",
-                "AMA-faithful:recon", "AMA-long", "AMA-long:recon"]  # fmt: skip
+                "AMA-faithful:recon", "AMA-long", "AMA-long:recon", "AMA-xlong",
+                "AMA-xlong:recon"]  # fmt: skip
 
     ad = _collect(results, "adbench")
     if ad:

@@ -70,11 +70,14 @@ def train_networks(
     device: torch.device,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    time_budget_s: float | None = None,
 ) -> tuple[Networks, TrainSummary]:
     """Train E, G, D on normalised rows ``data`` ((N, d) or (N, C, 32, 32)) and return them.
 
     The batch is clipped to N when N < batch_size so tiny data sets still train; the last
-    incomplete batch is dropped (as in the code).
+    incomplete batch is dropped (as in the code). With ``time_budget_s``, training stops after
+    the first epoch that ends past the budget (the retrain job runs on a schedule and must
+    finish); the summary's ``epochs`` is then the number actually run.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -93,6 +96,7 @@ def train_networks(
     t0 = time.perf_counter()
     history: list[dict[str, float]] = []
     iters = 0
+    done = 0
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=gen)
         sums: dict[str, float] = {}
@@ -145,13 +149,16 @@ def train_networks(
         history.append(logs)
         if on_epoch is not None:
             on_epoch(epoch, epochs, logs)
+        done = epoch + 1
+        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+            break
     for p in critic.parameters():
         p.requires_grad_(True)
     for m in (enc, dec, critic):
         m.eval()
     summary = TrainSummary(
         rows=n,
-        epochs=epochs,
+        epochs=done,
         batch_size=bs,
         seed=seed,
         iterations=iters,

@@ -36,6 +36,7 @@ __all__ = [
     "MetricsSettings",
     "ModelSettings",
     "RedisSettings",
+    "RetrainSettings",
     "Settings",
     "ThresholdSettings",
     "load_settings",
@@ -199,6 +200,66 @@ class MetricsSettings(_Section):
     port: int = Field(default=9400, ge=0, le=65535, description="0 = pick a free port.")
 
 
+class RetrainSettings(_Section):
+    """The retrain job (docs/retrain.md): training window, challenger training, gate, store."""
+
+    store: Path = Field(
+        default=Path("models"), description="Model store: a directory every worker can read."
+    )
+    group_id: str = Field(
+        default="ama-stream-retrain",
+        min_length=1,
+        description="The job's own consumer group; it never commits offsets.",
+    )
+    labels_topic: str | None = Field(
+        default=None, description="Optional labelled feedback, {key, ts, is_anomaly} JSON."
+    )
+    window_s: float = Field(default=24 * 3600, gt=0, description="Training window length.")
+    max_records: int = Field(default=50_000, ge=10, description="Records kept from the window.")
+    min_records: int = Field(
+        default=500, ge=10, description="Fewer usable records than this: the cycle is skipped."
+    )
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="AMAConfig fields that override the champion's for the challenger.",
+    )
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=256, ge=2)
+    time_budget_s: float = Field(default=1800, gt=0, description="Training stops past this.")
+    seed: int = 0
+    device: str | None = Field(default=None, description="torch device; None = cuda if any.")
+    margin_false_alarm: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Allowed rise of the false-alarm rate."
+    )
+    margin_key_false_alarm: float = Field(
+        default=0.03, ge=0.0, le=1.0, description="Allowed rise of the worst key's rate."
+    )
+    margin_auroc: float = Field(default=0.02, ge=0.0, le=1.0, description="Allowed AUROC drop.")
+    min_labels: int = Field(
+        default=10, ge=1, description="Labelled records per class needed to compare AUROC."
+    )
+    lock_ttl_s: int = Field(
+        default=2 * 3600, ge=1, description="The retrain lock expires after (a dead job's)."
+    )
+    drift_window_s: float = Field(
+        default=900, gt=0, description="Recent scores compared with the calibration."
+    )
+    drift_psi: float = Field(default=0.25, gt=0.0, description="PSI that counts as drift.")
+    drift_check_s: float = Field(default=60, gt=0, description="How often drift is checked.")
+    drift_cooldown_s: float = Field(
+        default=3600, ge=0, description="Least time from one cycle to a drift-started one."
+    )
+
+    @model_validator(mode="after")
+    def _check_lock(self) -> Self:
+        """The lock must outlive a cycle's training, or a second job could start meanwhile
+        (its publish would still be fenced, but it would waste a training run)."""
+        if self.lock_ttl_s <= self.time_budget_s:
+            raise ValueError("retrain.lock_ttl_s must exceed retrain.time_budget_s")
+        return self
+
+
 _yaml_path: ContextVar[Path | None] = ContextVar("ama_settings_yaml", default=None)
 
 
@@ -220,6 +281,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     limits: LimitSettings = LimitSettings()
     metrics: MetricsSettings = MetricsSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -288,7 +288,7 @@ def demo(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Replay only N test rows.")] = None,
     rate: Annotated[float, typer.Option("--rate", help="Records/s replayed (0 = max).")] = 4000.0,
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (cached).")] = 1,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (cached).")] = 10,
 ) -> None:
     """Train on real SMD data, replay its labelled test half through two workers, show live
     progress, then alert precision/recall against the labels. Ctrl-C stops cleanly."""
@@ -313,6 +313,48 @@ def demo(
         raise typer.Exit(130)  # the shell convention for "stopped by Ctrl-C"
 
 
+# --- bench ----------------------------------------------------------------------------------
+
+
+@app.command("bench")
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Smaller data, one run per row (under 2 minutes).")
+    ] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results as JSON here.")
+    ] = None,
+    doc: Annotated[
+        Path | None,
+        typer.Option(
+            "--doc",
+            help="Doc whose generated part is replaced (default: "
+            "docs/BENCHMARKS.md for a full run, none for --quick).",
+        ),
+    ] = None,
+    bootstrap: Annotated[str, typer.Option("--bootstrap")] = "127.0.0.1:9092",
+    redis_url: Annotated[str, typer.Option("--redis-url")] = "redis://127.0.0.1:6379/0",
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, ... (default: auto).")
+    ] = None,
+) -> None:
+    """Throughput and latency of the worker against the raw Kafka ceiling and River, on the
+    same generated messages, in one run; prints the table and writes it to DOC."""
+    from dataclasses import replace
+
+    from bench.report import write_doc
+    from bench.run import FULL, QUICK, run_bench
+
+    cfg = replace(QUICK if quick else FULL, bootstrap=bootstrap, redis_url=redis_url,
+                  device=device)  # fmt: skip
+    report = run_bench(cfg, log=lambda line: typer.echo(line, err=True))
+    typer.echo(report.markdown())
+    if doc is not None or not quick:
+        write_doc(doc or Path("docs/BENCHMARKS.md"), report.markdown())
+    if json_out is not None:
+        json_out.write_bytes(report.to_json())
+
+
 model_app = typer.Typer(no_args_is_help=True, help="The model version the workers serve.")
 app.add_typer(model_app, name="model")
 
@@ -335,6 +377,143 @@ def model_publish(
     client = connect_from_settings(settings)
     version = publish_model(client, settings.redis.key_prefix, bundle)
     typer.echo(f"published {bundle} as model_version {version}")
+
+
+@model_app.command("list")
+def model_list(
+    config: _Config = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url")] = None,
+    redis_prefix: Annotated[
+        str | None, typer.Option("--redis-prefix", help="Redis key prefix.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON entry per line.")] = False,
+) -> None:
+    """The model history (retrain decisions with their numbers, rollbacks), oldest first; the
+    version the workers serve now is marked with *."""
+    import orjson
+
+    from schemas.settings import load_settings
+    from streamer import registry
+    from streamer.state import connect_from_settings
+
+    settings = load_settings(config, redis={"url": redis_url, "key_prefix": redis_prefix})
+    client = connect_from_settings(settings)
+    serving = registry.current(client, settings.redis.key_prefix)
+    typer.echo(f"serving: {serving['version'] if serving else '(nothing published)'}")
+    for e in registry.history(client, settings.redis.key_prefix):
+        if as_json:
+            typer.echo(orjson.dumps(e).decode())
+            continue
+        mark = "*" if serving and e.get("version") == serving["version"] else " "
+        m = e.get("metrics", {})
+        numbers = " ".join(f"{k}={v:.4g}" for k, v in m.items() if isinstance(v, float))
+        reasons = "; ".join(e.get("reasons", []))
+        typer.echo(f"{mark} {e['decision']:<9} {e.get('version') or '-':<21} "
+                   f"parent={e.get('parent')} {numbers} {reasons}")  # fmt: skip
+
+
+@model_app.command("rollback")
+def model_rollback(
+    to: Annotated[
+        str | None, typer.Option("--to", help="Version to serve (default: the previous one).")
+    ] = None,
+    config: _Config = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url")] = None,
+    redis_prefix: Annotated[
+        str | None, typer.Option("--redis-prefix", help="Redis key prefix.")
+    ] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="Model store directory.")] = None,
+) -> None:
+    """Point every worker back at an earlier version (they swap within seconds)."""
+    from model.store import ModelStore
+    from schemas.settings import load_settings
+    from streamer import registry
+    from streamer.state import connect_from_settings
+
+    settings = load_settings(
+        config, redis={"url": redis_url, "key_prefix": redis_prefix}, retrain={"store": store}
+    )
+    client, prefix = connect_from_settings(settings), settings.redis.key_prefix
+    lock = registry.RetrainLock(client, prefix, settings.retrain.lock_ttl_s)
+    if not lock.acquire():
+        raise registry.LockLost("a retrain job holds the lock; try again when it is done")
+    try:
+        entry = registry.rollback(client, prefix, ModelStore(settings.retrain.store), lock, to)
+    finally:
+        lock.release()
+    typer.echo(f"rolled back from {entry['parent']} to {entry['version']}")
+
+
+def _seconds(text: str) -> float:
+    """'90s', '30m', '6h', '1d' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration like 90s, 30m, 6h, 1d") from None
+
+
+@app.command("retrain")
+def retrain(
+    once: Annotated[bool, typer.Option("--once", help="One cycle, then exit (CronJob).")] = False,
+    every: Annotated[
+        str | None, typer.Option("--every", help="Run a cycle every DURATION (6h, 30m, ...).")
+    ] = None,
+    on_drift: Annotated[
+        bool, typer.Option("--on-drift", help="With --every: start early when scores drift.")
+    ] = False,
+    config: _Config = None,
+    bootstrap: Annotated[str | None, typer.Option("--bootstrap")] = None,
+    input_topic: Annotated[str | None, typer.Option("--input-topic")] = None,
+    scores_topic: Annotated[str | None, typer.Option("--scores-topic")] = None,
+    labels_topic: Annotated[str | None, typer.Option("--labels-topic")] = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url")] = None,
+    redis_prefix: Annotated[
+        str | None, typer.Option("--redis-prefix", help="Redis key prefix.")
+    ] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="Model store directory.")] = None,
+    window: Annotated[
+        str | None, typer.Option("--window", help="Training window (24h, 90m, ...).")
+    ] = None,
+    max_records: Annotated[int | None, typer.Option("--max-records")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, ... (default: auto).")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+) -> None:
+    """Retrain from recent normal traffic, gate the challenger against the champion, publish
+    it if it is not worse (docs/retrain.md). Settings as for the worker, plus `retrain.*`."""
+    import logging
+
+    import orjson
+
+    from schemas.settings import load_settings
+    from streamer import retrain as job
+    from streamer.logs import configure_logging
+
+    if once == (every is not None) or (on_drift and every is None):
+        raise typer.BadParameter("give one of --once and --every (--on-drift needs --every)")
+    configure_logging(log_level)
+    settings = load_settings(
+        config,
+        kafka={"bootstrap": bootstrap, "input_topic": input_topic, "scores_topic": scores_topic},
+        redis={"url": redis_url, "key_prefix": redis_prefix},
+        retrain={"store": store, "labels_topic": labels_topic, "max_records": max_records,
+                 "window_s": _seconds(window) if window else None, "epochs": epochs,
+                 "device": device},
+    )  # fmt: skip
+    log = logging.getLogger("streamer.retrain")
+    log.info("effective configuration", extra={"settings": settings.redacted_dict()})
+    if every is None:
+        result = job.run_cycle(settings)
+        typer.echo(f"decision: {result.decision}")
+        if result.entry is not None:
+            typer.echo(orjson.dumps(result.entry).decode())
+        return
+    job.run_schedule(settings, every_s=_seconds(every), on_drift=on_drift)
 
 
 def main() -> None:

@@ -12,7 +12,9 @@ import threading
 import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -112,6 +114,24 @@ class WorkerMetrics:
         self.consumer_lag.clear()
         for (topic, partition), value in lag.items():
             self.consumer_lag.labels(topic, str(partition)).set(value)
+
+    def observe_end_to_end(self, seconds: np.ndarray) -> None:
+        """Observe one latency per record of a batch in one go.
+
+        ``Histogram.observe`` per record costs more than the rest of the record's bookkeeping;
+        this adds the batch's per-bucket counts and sum instead (prometheus-client keeps them in
+        ``_buckets``/``_sum``/``_upper_bounds``, unchanged since its first releases; the test
+        compares the exposition with per-record ``observe``).
+        """
+        hist: Any = self.end_to_end
+        counts = np.bincount(
+            np.searchsorted(hist._upper_bounds, seconds, side="left"),
+            minlength=len(hist._upper_bounds),
+        )
+        for bucket, n in zip(hist._buckets, counts.tolist(), strict=True):
+            if n:
+                bucket.inc(n)
+        hist._sum.inc(float(seconds.sum()))
 
     def healthy(self) -> bool:
         return time.monotonic() - self._last_tick < STUCK_AFTER_S

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streamer.pipeline import RawMessage
+from streamer.pipeline import RawBatch
 
 __all__ = ["OffsetBook", "Partition", "next_offsets"]
 
@@ -22,13 +23,15 @@ log = logging.getLogger(__name__)
 Partition = tuple[str, int]
 
 
-def next_offsets(messages: Iterable[RawMessage]) -> dict[Partition, int]:
-    """Per partition, the offset to commit after ``messages``: one past the highest."""
+def next_offsets(batch: RawBatch) -> dict[Partition, int]:
+    """Per partition, the offset to commit after ``batch``: one past the highest."""
     out: dict[Partition, int] = {}
-    for m in messages:
-        tp = (m.topic, m.partition)
-        if m.offset + 1 > out.get(tp, -1):
-            out[tp] = m.offset + 1
+    topics = np.array(batch.topics)
+    for topic in dict.fromkeys(batch.topics):  # a worker normally reads one topic
+        mine = topics == topic
+        partitions, offsets = batch.partitions[mine], batch.offsets[mine]
+        for partition in np.unique(partitions).tolist():
+            out[(topic, partition)] = int(offsets[partitions == partition].max()) + 1
     return out
 
 

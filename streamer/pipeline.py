@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -25,6 +25,7 @@ __all__ = [
     "BatchResult",
     "Detector",
     "OutMessage",
+    "RawBatch",
     "RawMessage",
     "Topics",
     "VerdictSource",
@@ -38,9 +39,12 @@ __all__ = [
 DLQ_MAX_PAYLOAD = 512 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """One input message as the broker gave it; ``value`` untouched (it may go to the DLQ)."""
+class RawMessage(NamedTuple):
+    """One input message as the broker gave it; ``value`` untouched (it may go to the DLQ).
+
+    A named tuple, like :class:`OutMessage`: there is one per record, and a tuple is built
+    several times faster than a frozen dataclass.
+    """
 
     topic: str
     partition: int
@@ -50,7 +54,41 @@ class RawMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class OutMessage:
+class RawBatch:
+    """One micro-batch as columns: what the worker hands the core, without an object per record.
+
+    Columns are aligned (one entry per message, in consume order). Tests and other runners that
+    hold :class:`RawMessage`s can pass those to :func:`process_batch` instead.
+    """
+
+    topics: list[str]
+    partitions: np.ndarray  # int64
+    offsets: np.ndarray  # int64
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+    @classmethod
+    def of(cls, messages: Sequence[RawMessage]) -> RawBatch:
+        return cls(
+            topics=[m.topic for m in messages],
+            partitions=np.array([m.partition for m in messages], dtype=np.int64),
+            offsets=np.array([m.offset for m in messages], dtype=np.int64),
+            keys=[m.key for m in messages],
+            values=[m.value for m in messages],
+        )
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def message(self, i: int) -> RawMessage:
+        """Message ``i`` as a :class:`RawMessage` (for the rare per-record path: dead letters)."""
+        return RawMessage(
+            self.topics[i], int(self.partitions[i]), int(self.offsets[i]), self.keys[i],
+            self.values[i],
+        )  # fmt: skip
+
+
+class OutMessage(NamedTuple):
     """One message to produce. ``kind`` says which output it is, for metrics and tests."""
 
     kind: Literal["score", "alert", "dead_letter"]
@@ -146,7 +184,7 @@ def _decode(detector: Detector, values: Sequence[bytes | None], max_bytes: int) 
 
 
 def _dead_letters(
-    messages: Sequence[RawMessage], batch: DecodedBatch, topic: str, now: float
+    messages: RawBatch, batch: DecodedBatch, topic: str, now: float
 ) -> list[OutMessage]:
     """One DLQ message per reject, keyed by the original key, with provenance headers.
 
@@ -157,7 +195,7 @@ def _dead_letters(
     """
     out = []
     for reject in batch.rejects:
-        raw = messages[reject.index]
+        raw = messages.message(reject.index)
         payload, detail = raw.value, reject.detail
         size = len(payload or b"")
         if size > DLQ_MAX_PAYLOAD:
@@ -184,7 +222,7 @@ def _dead_letters(
 
 
 def process_batch(
-    messages: Sequence[RawMessage],
+    messages: RawBatch | Sequence[RawMessage],
     *,
     detector: Detector,
     verdicts: VerdictSource,
@@ -199,14 +237,15 @@ def process_batch(
     hot swap between batches never mixes two model versions in one batch.
     """
     started = time.perf_counter()
+    raw = messages if isinstance(messages, RawBatch) else RawBatch.of(messages)
     model_version = detector.model_version
-    batch = _decode(detector, [m.value for m in messages], max_bytes)
+    batch = _decode(detector, raw.values, max_bytes)
     decoded = time.perf_counter()
-    out = _dead_letters(messages, batch, topics.dlq, time.time())
+    out = _dead_letters(raw, batch, topics.dlq, time.time())
     result = BatchResult(
         messages=out,
         model_version=model_version,
-        n_in=len(messages),
+        n_in=len(raw),
         n_valid=len(batch.keys),
         rejects=Counter(r.code for r in batch.rejects),
         record_ts=batch.ts,
@@ -221,9 +260,8 @@ def process_batch(
     k = top_k if detector.kind == "vector" else 0
     scores, features = detector.score_with_features(batch.values, k)
     scored = time.perf_counter()
-    valid = [messages[i] for i in batch.index.tolist()]
-    partitions = np.fromiter((m.partition for m in valid), dtype=np.int64, count=len(valid))
-    offsets = np.fromiter((m.offset for m in valid), dtype=np.int64, count=len(valid))
+    partitions = raw.partitions[batch.index]
+    offsets = raw.offsets[batch.index]
     verdict = verdicts.apply(
         model_version=model_version,
         floor=detector.threshold,
@@ -237,10 +275,14 @@ def process_batch(
 
     # Score events are serialised per input topic because ``source.topic`` is one string per
     # call; a worker normally reads one topic, so this is one call.
-    in_topics = [m.topic for m in valid]
+    distinct = dict.fromkeys(raw.topics)
+    in_topics = raw.topics if len(distinct) == 1 else [raw.topics[i] for i in batch.index]
     for in_topic in dict.fromkeys(in_topics):
-        rows = np.flatnonzero(np.fromiter((t == in_topic for t in in_topics), dtype=bool))
-        keys = [batch.keys[i] for i in rows.tolist()]
+        if len(distinct) == 1:
+            rows, keys = np.arange(len(batch.keys)), batch.keys
+        else:
+            rows = np.flatnonzero([t == in_topic for t in in_topics])
+            keys = [batch.keys[i] for i in rows.tolist()]
         bodies = score_events_json(
             keys=keys,
             ts=batch.ts[rows],

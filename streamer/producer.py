@@ -37,7 +37,8 @@ def producer_config(client: dict[str, str]) -> dict[str, Any]:
 
     Idempotence gives acks=all and in-order, de-duplicated retries inside librdkafka, so a
     retried batch never reorders a key's score events. ``linger.ms`` of 5 lets librdkafka fill
-    produce requests from one micro-batch without adding visible latency.
+    produce requests while a micro-batch is handed over; :meth:`Outbox.settle` then flushes, so
+    the batch's last request does not wait out the linger.
     """
     return {
         "enable.idempotence": True,
@@ -48,14 +49,21 @@ def producer_config(client: dict[str, str]) -> dict[str, Any]:
 
 
 class Outbox:
-    """Tracks the delivery of one batch at a time over one long-lived producer."""
+    """Tracks the delivery of one batch at a time over one long-lived producer it owns.
+
+    ``config`` is the producer's (see :func:`producer_config`). Only failed deliveries are
+    reported back to Python (``delivery.report.only.error``): a callback per acknowledged record
+    costs more than producing it, and "everything acknowledged" is simply an empty librdkafka
+    queue, because nothing else produces through this producer.
+    """
 
     def __init__(
-        self, producer: Producer, *, on_failure: Callable[[KafkaError], None] | None = None
+        self, config: dict[str, Any], *, on_failure: Callable[[KafkaError], None] | None = None
     ) -> None:
-        self._producer = producer
+        self._producer = Producer(
+            {**config, "on_delivery": self._delivered, "delivery.report.only.error": True}
+        )
         self._on_failure = on_failure
-        self._outstanding = 0
         self._failed: list[_Record] = []
         self._retries = 0
         self._retry_at = 0.0
@@ -63,13 +71,13 @@ class Outbox:
 
     @property
     def outstanding(self) -> int:
-        """Messages produced but neither acknowledged nor failed yet."""
-        return self._outstanding
+        """Messages produced but neither acknowledged nor failed yet (librdkafka's queue)."""
+        return len(self._producer)
 
     @property
     def settled(self) -> bool:
         """True when every message handed to :meth:`send` has been acknowledged."""
-        return self._outstanding == 0 and not self._failed
+        return len(self._producer) == 0 and not self._failed
 
     def send(self, messages: Sequence[OutMessage]) -> None:
         """Hand messages to librdkafka; serve delivery reports while its queue is full.
@@ -77,8 +85,12 @@ class Outbox:
         Blocks only while the local queue is full, and only as long as the broker takes to drain
         it; the worker has paused its partitions by then if that takes long (see worker.py).
         """
-        for m in messages:
-            self._produce((m.topic, m.key, m.value, m.headers))
+        produce = self._producer.produce
+        for m in messages:  # per record: keep this loop free of Python calls
+            try:
+                produce(m.topic, m.value, m.key, headers=m.headers)
+            except (BufferError, KafkaException):  # queue full, or a record refused: slow path
+                self._produce((m.topic, m.key, m.value, m.headers))
         self._producer.poll(0)
 
     def settle(self, timeout: float) -> bool:
@@ -89,7 +101,8 @@ class Outbox:
         """
         deadline = time.monotonic() + timeout
         while True:
-            if self._failed and self._outstanding == 0 and time.monotonic() >= self._retry_at:
+            in_flight = len(self._producer)
+            if self._failed and in_flight == 0 and time.monotonic() >= self._retry_at:
                 retry, self._failed = self._failed, []
                 self._retries += 1
                 log.warning(
@@ -105,7 +118,11 @@ class Outbox:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self._producer.poll(min(left, 0.05))
+            if in_flight:
+                # flush, unlike poll, sends what lingers at once and returns when all is acked.
+                self._producer.flush(min(left, 0.05))
+            else:  # only failures waiting out their backoff
+                time.sleep(max(0.0, min(left, self._retry_at - time.monotonic(), 0.05)))
 
     def abandon(self) -> int:
         """Forget failed messages of a batch that will not be committed (its partitions were
@@ -116,26 +133,24 @@ class Outbox:
         self._retries = 0
         return dropped
 
+    def close(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for what is still queued (stray retries of dropped batches)."""
+        self._producer.flush(timeout)
+
     def _produce(self, record: _Record) -> None:
         topic, key, value, headers = record
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._delivered
-                )
+                self._producer.produce(topic, value=value, key=key, headers=headers)
             except BufferError:  # local queue full: let librdkafka send, then try again
                 self._producer.poll(0.05)
                 continue
             except KafkaException as exc:  # e.g. a record the client refuses (too large)
                 self._fail(exc.args[0], record)
-                return
-            self._outstanding += 1
             return
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        """One bound method for every message (no closure per message: this runs per record);
-        a failed message is rebuilt from its delivery report."""
-        self._outstanding -= 1
+        """Called for failed deliveries only; the message is rebuilt from its report."""
         if err is not None:
             self._fail(err, (msg.topic() or "", msg.key(), msg.value() or b"", msg.headers()))
 

@@ -17,21 +17,26 @@ revoke is a clean point to finish the in-flight batch and commit synchronously.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from schemas.settings import Settings
 from streamer.metrics import WorkerMetrics
 from streamer.offsets import OffsetBook, Partition, next_offsets
-from streamer.pipeline import BatchResult, RawMessage, Topics, VerdictSource, process_batch
+from streamer.pipeline import BatchResult, RawBatch, Topics, VerdictSource, process_batch
 from streamer.producer import Outbox, producer_config
-from streamer.reload import ModelSlot
+
+if TYPE_CHECKING:  # a type only: the passthrough benchmark imports this module without torch
+    from streamer.reload import ModelSlot
 
 __all__ = ["Worker", "WorkerOptions", "consumer_config"]
 
@@ -89,9 +94,8 @@ class Worker:
         self._consumer = Consumer(
             {**consumer_config(settings), "error_cb": _on_error, "stats_cb": self._on_stats}
         )
-        self._producer = Producer({**producer_config(kafka.client_config()), "error_cb": _on_error})
         self._outbox = Outbox(
-            self._producer,
+            {**producer_config(kafka.client_config()), "error_cb": _on_error},
             on_failure=lambda err: self.metrics.delivery_failures.labels(err.name()).inc(),
         )
         self._book = OffsetBook(self._consumer)
@@ -122,6 +126,10 @@ class Worker:
             on_lost=self._on_lost,
         )
         log.info("worker started", extra={"model_version": detector.model_version})
+        # Every batch allocates thousands of short-lived objects, so the cyclic collector runs
+        # often; without this each of its full passes also walks the model and the libraries
+        # loaded so far (hundreds of thousands of objects that live as long as the process).
+        gc.freeze()
         self.metrics.set_ready(True)
         try:
             while not self._stop.is_set():
@@ -138,7 +146,7 @@ class Worker:
             self._finish_inflight(self._opt.drain_budget_s)
         self._book.commit_sync([tp for tp in self._assigned])
         self._consumer.close()  # leaves the group now: partitions move without a session timeout
-        self._producer.flush(5.0)  # only stray retries of abandoned batches can be left
+        self._outbox.close(5.0)  # only stray retries of abandoned batches can be left
         log.info("worker stopped")
 
     # --- one batch ------------------------------------------------------------------------------
@@ -172,10 +180,13 @@ class Worker:
 
     def _handle(self, messages: list[Message]) -> None:
         # topic/partition/offset are set on every consumed message without an error.
-        raw = [
-            RawMessage(m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value())
-            for m in messages
-        ]
+        raw = RawBatch(
+            topics=[m.topic() or "" for m in messages],
+            partitions=np.array([m.partition() for m in messages], dtype=np.int64),
+            offsets=np.array([m.offset() for m in messages], dtype=np.int64),
+            keys=[m.key() for m in messages],
+            values=[m.value() for m in messages],
+        )
         result = process_batch(
             raw,
             detector=self._model.detector,
@@ -226,10 +237,7 @@ class Worker:
         m.batch_fill.observe(result.n_in / self._settings.batch.max_records)
         for code, n in result.rejects.items():
             m.rejects.labels(code).inc(n)
-        kinds: dict[str, int] = {}
-        for out in result.messages:
-            kinds[out.kind] = kinds.get(out.kind, 0) + 1
-        for kind, n in kinds.items():
+        for kind, n in Counter(out.kind for out in result.messages).items():
             m.records_out.labels(kind).inc(n)
         for status, n in result.alerts.items():
             m.alerts.labels(status).inc(n)
@@ -239,9 +247,7 @@ class Worker:
         m.stage_seconds.labels("commit").observe(commit_s)
         if result.degraded:
             m.degraded_batches.inc()
-        now = time.time()
-        for ts in result.record_ts.tolist():
-            m.end_to_end.observe(max(0.0, now - ts))
+        m.observe_end_to_end(np.maximum(0.0, time.time() - result.record_ts))
 
     def _maybe_reload(self) -> None:
         outcome = self._model.maybe_reload()

@@ -1,0 +1,66 @@
+"""The model store (the registry of bundles): a directory every worker can read, one
+sub-directory per model version. Files only: the serving pointer and history are Redis state
+in streamer/registry.py.
+
+A bundle is written into a hidden temporary directory (``.partial-<random>``) and renamed to
+its version name only when complete; ``rename`` of a directory within one file system is
+atomic, so a reader sees either no ``<version>/`` or a whole bundle. A job killed mid-write
+leaves only a ``.partial-*`` directory, which no pointer names and :meth:`ModelStore.sweep`
+removes (it runs under the retrain lock, so no live writer owns one).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from model.detector import AMADetector
+
+__all__ = ["PARTIAL_PREFIX", "ModelStore"]
+
+PARTIAL_PREFIX = ".partial-"
+
+
+class ModelStore:
+    """Bundles by model version under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, version: str) -> Path:
+        return self.root / version
+
+    def write(self, detector: AMADetector) -> Path:
+        """Save ``detector`` as ``root/<model_version>`` atomically; returns that path.
+
+        A version already in the store is the same content (the version is a content hash), so
+        the existing directory is kept.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.path(detector.model_version)
+        if target.is_dir():
+            return target
+        partial = self.root / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}"
+        detector.save(partial)
+        os.rename(partial, target)
+        _fsync_dir(self.root)  # make the rename itself durable before a pointer names it
+        return target
+
+    def sweep(self) -> list[Path]:
+        """Remove what dead jobs left half-written; call only while holding the retrain lock."""
+        if not self.root.is_dir():
+            return []
+        stale = [p for p in self.root.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+        return stale
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,72 @@
+"""A level shift in normal behaviour: false alarms rise, a retrain cycle brings them back down,
+and the new version reaches the running worker without a restart (real Kafka + Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from retrain_support import (
+    Deployment,
+    alarm_rate,
+    normal,
+    running_worker,
+    score_events,
+    send,
+    shifted,
+    wait_for_version,
+)
+
+from model.detector import AMADetector
+from streamer import registry
+from streamer.retrain import run_cycle
+from streamer.state import connect
+
+pytestmark = pytest.mark.integration
+
+
+def test_retrain_after_a_level_shift_lowers_false_alarms_and_hot_swaps(
+    make_deployment: Callable[..., Deployment], champion_bundle: Path
+) -> None:
+    dep = make_deployment()
+    s = dep.settings
+    champion = AMADetector.load(champion_bundle).model_version
+    with running_worker(s, champion_bundle) as slot:
+        before = send(s, normal(800, seed=5), seed=1)
+        after_shift = send(s, shifted(1600, seed=6), seed=2)
+        events = score_events(s, expect=2400)
+        fa_before, fa_shift = alarm_rate(events, before), alarm_rate(events, after_shift)
+        print(f"false alarms: before shift {fa_before:.3f}, after shift {fa_shift:.3f}")
+        assert fa_before < 0.03 and fa_shift > max(0.08, 5 * fa_before)
+
+        result = run_cycle(s)
+        assert result.decision == "published", result.entry
+        entry = result.entry
+        assert entry is not None
+        new = entry["version"]
+        wait_for_version(slot, new)  # hot reload between batches, same worker object
+
+        retrained = send(s, shifted(1600, seed=7), seed=3)
+        events = score_events(s, expect=4000)
+    fa_retrained = alarm_rate(events, retrained, version=new)
+    print(f"false alarms after the retrain: {fa_retrained:.3f}; gate: {entry['metrics']}")
+    assert fa_retrained < fa_shift / 4
+    assert {e["model_version"] for e in events} == {champion, new}
+
+    window = entry["window"]
+    # the records the champion flagged were left out of training, not the others
+    assert window["excluded_anomalous"] > 0.05 * 1600
+    assert window["excluded_unscored"] == 0
+    assert window["train"] + window["holdout"] + window["excluded_anomalous"] == 2400
+
+    history = registry.history(connect(s.redis.url), s.redis.key_prefix)
+    assert [h["decision"] for h in history] == ["published"]
+    h = history[0]
+    assert h["version"] == new and h["parent"] == champion
+    assert h["metrics"]["false_alarm_challenger"] < h["metrics"]["false_alarm_champion"]
+    assert Path(h["path"]) == dep.store / new and (dep.store / new / "metadata.json").is_file()
+    assert registry.current(connect(s.redis.url), s.redis.key_prefix) == {
+        "path": h["path"],
+        "version": new,
+    }
