@@ -4,7 +4,6 @@ worker running in a thread, and readers of what it produced."""
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ import orjson
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from worker_thread import running
 
 from model.detector import AMADetector
 from model.testing import synthetic_normal
@@ -159,24 +159,8 @@ def running_worker(settings: Settings, bundle: Path) -> Iterator[ModelSlot]:
         settings, model=slot, verdicts=ThresholdState.from_settings(settings, client=client),
         metrics=WorkerMetrics(), options=WorkerOptions(revoke_budget_s=5.0, drain_budget_s=10.0),
     )  # fmt: skip
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # surfaced in the test thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="worker", daemon=True)
-    thread.start()
-    try:
+    with running(worker):
         yield slot
-    finally:
-        worker.stop()
-        thread.join(60)
-    assert not thread.is_alive(), "worker did not stop within 60 s"
-    if errors:
-        raise errors[0]
 
 
 def wait_for_version(slot: ModelSlot, version: str, timeout: float = 20.0) -> None:

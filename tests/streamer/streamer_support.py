@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import random
 import socket
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,29 +155,6 @@ def make_settings(
         batch={"max_records": 256, "max_wait_ms": 50, **batch},
         metrics={"port": 0},
     )
-
-
-@contextmanager
-def running(worker: Worker) -> Iterator[Worker]:
-    """Run ``worker`` in a thread; stop and join it on exit (re-raising its exception)."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # surfaced in the test thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="worker", daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(60)
-        assert not thread.is_alive(), "worker did not stop within 60 s"
-    if errors:
-        raise errors[0]
 
 
 def make_worker(

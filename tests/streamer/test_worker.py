@@ -22,9 +22,9 @@ from streamer_support import (
     normal_values,
     produce,
     read_topic,
-    running,
     sensor_value,
 )
+from worker_thread import running
 
 from model.detector import AMADetector
 from schemas.events import DeadLetter, ScoreEvent

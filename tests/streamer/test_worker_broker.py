@@ -23,9 +23,9 @@ from streamer_support import (
     make_worker,
     normal_values,
     read_topic,
-    running,
     sensor_value,
 )
+from worker_thread import running
 
 from model.detector import AMADetector
 from schemas.events import ScoreEvent
