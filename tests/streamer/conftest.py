@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from streamer_support import DIM, Topics
+from streamer_support import DIM, PrivateRedis, Topics, free_ports
 
 from model.detector import AMADetector
 from model.testing import train_tiny_bundle
@@ -40,3 +40,12 @@ def topics(topic_factory: Callable[..., str]) -> Topics:
         topic_factory("alerts"),
         topic_factory("dlq"),
     )
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A Redis the test may stop and restart (outage tests)."""
+    server = PrivateRedis(free_ports(1)[0])
+    server.start()
+    yield server
+    server.stop()

@@ -1,10 +1,12 @@
-"""Helpers for the worker tests: records, a verdict source without Redis, topic readers, and a
-worker running in a thread."""
+"""Helpers for the worker tests: records, a verdict source without Redis, topic readers, free
+ports and a private redis-server."""
 
 from __future__ import annotations
 
 import random
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -200,3 +203,35 @@ def free_ports(n: int) -> list[int]:
         if port not in ports:
             ports.append(port)
     return ports
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, on a free port, so stopping it cannot disturb anyone
+    else."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not on PATH (ama-stream local up installs it)"
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no"]  # fmt: skip
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "private redis-server did not start"
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None

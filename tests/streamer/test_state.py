@@ -3,16 +3,13 @@ Redis is down, with automatic recovery."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 import redis
+from streamer_support import PrivateRedis, free_ports
 
 from schemas.settings import load_settings
 from streamer.alerts import AlertPolicy
@@ -23,7 +20,6 @@ pytestmark = pytest.mark.integration
 
 FLOOR = 1.3
 POLICY = ThresholdPolicy(policy="sigma", k_sigma=4.0, warmup=20, alpha=0.05)
-REDIS_SERVER = shutil.which("redis-server")
 
 
 class CountingConnection(redis.Connection):
@@ -62,65 +58,6 @@ def apply(
         partitions=np.zeros(n, np.int64),
         offsets=offsets,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, on a free port, that the test can stop and start."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis(free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_one_round_trip_per_batch(redis_url: str, redis_prefix: str) -> None:
@@ -175,7 +112,7 @@ def test_degraded_while_redis_is_down_then_recovers(
 def test_backoff_spaces_reconnect_attempts(redis_prefix: str) -> None:
     """While Redis is down, batches keep flowing without a connect attempt each."""
     now = [0.0]
-    client = counting_client(f"redis://127.0.0.1:{free_port()}/0")  # nobody listens there
+    client = counting_client(f"redis://127.0.0.1:{free_ports(1)[0]}/0")  # nobody listens there
     state = ThresholdState(
         client,
         prefix=redis_prefix,
@@ -202,7 +139,7 @@ def test_backoff_spaces_reconnect_attempts(redis_prefix: str) -> None:
 
 
 def test_closed_port_gives_floor_verdicts_quickly(redis_prefix: str) -> None:
-    state = ThresholdState(connect(f"redis://127.0.0.1:{free_port()}/0"), prefix=redis_prefix)
+    state = ThresholdState(connect(f"redis://127.0.0.1:{free_ports(1)[0]}/0"), prefix=redis_prefix)
     started = time.monotonic()
     v = apply(state, np.array([1.0, 2.0]), 0)
     assert time.monotonic() - started < 0.5

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 from streamer_support import (
+    PrivateRedis,
     Topics,
-    free_ports,
     make_settings,
     make_worker,
     normal_values,
@@ -28,53 +27,6 @@ from model.detector import AMADetector
 from schemas.events import ScoreEvent
 
 pytestmark = pytest.mark.integration
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, so stopping it cannot disturb anyone else."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not on PATH (ama-stream local up installs it)"
-        argv = [
-            binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "private redis-server did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(10)
-            self._proc = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis(free_ports(1)[0])
-    server.start()
-    yield server
-    server.stop()
 
 
 def scored(kafka_bootstrap: str, topic: str, expect: int) -> list[ScoreEvent]:
