@@ -28,7 +28,7 @@ from safetensors.torch import save as st_save
 from schemas.errors import AmaStreamError
 
 FORMAT = "ama-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a(x) adds the reconstruction-error z (calibration recon_mu, recon_sigma)
 WEIGHTS = "weights.safetensors"
 METADATA = "metadata.json"
 

@@ -1,8 +1,10 @@
 """AMADetector: the one object the rest of ama-stream uses (contract in docs/internals.md).
 
-``fit`` trains the AMA networks, folds them into an eval-only Scorer and calibrates a Gaussian
-(mu, sigma) on the training scores; ``score`` returns the two-sided z a(x) = |s - mu| / sigma
-(section 5.2) and never changes the detector; ``save`` / ``load`` use safetensors bundles.
+``fit`` trains the AMA networks, folds them into an eval-only Scorer and calibrates Gaussians
+(mu, sigma) on the training rows' scores; ``score`` returns a(x), the one-sided z of the critic
+feature mismatch s (section 5.2) plus the z of the reconstruction error (docs/model.md, deviation
+12; ``FAITHFUL`` gives the paper's |s - mu| / sigma), and never changes the detector; ``save`` /
+``load`` use safetensors bundles.
 """
 
 from __future__ import annotations
@@ -157,16 +159,26 @@ class AMADetector:
         return self
 
     def _calibrate(self, arr: np.ndarray) -> None:
-        """Gaussian fit of the raw training scores (section 5.2) + empirical quantiles."""
+        """Gaussian fits of the training rows' raw scores (section 5.2) + empirical quantiles.
+
+        s and the reconstruction error get one (mu, sigma) each so that a(x) can add their
+        z-scores on a common scale (docs/model.md, deviation 12).
+        """
         cfg = self._require_config()
-        raw = self.score_details(arr, _calibrating=True)["raw"]
-        mu = float(raw.mean())
-        sigma = float(max(raw.std(), 1e-12))
-        z = np.abs(raw - mu) / sigma if cfg.two_sided else (raw - mu) / sigma
+        details = self.score_details(arr, _calibrating=True)
+        raw, recon = details["raw"], details["recon"]
         self._calibration = {
-            "score": "two_sided_z" if cfg.two_sided else "one_sided_z",
-            "mu": mu,
-            "sigma": sigma,
+            "score": ("two_sided_z" if cfg.two_sided else "one_sided_z")
+            + (f" + {cfg.recon_weight:g} recon_z" if cfg.recon_weight else ""),
+            "mu": float(raw.mean()),
+            "sigma": float(max(raw.std(), 1e-12)),
+            "two_sided": cfg.two_sided,
+            "recon_weight": cfg.recon_weight,
+            "recon_mu": float(recon.mean()),
+            "recon_sigma": float(max(recon.std(), 1e-12)),
+        }
+        z = self._z(raw, recon)
+        self._calibration |= {
             "raw_quantiles": {str(q): float(np.quantile(raw, q)) for q in QUANTILES},
             "z_quantiles": {str(q): float(np.quantile(z, q)) for q in QUANTILES},
             "threshold": float(np.quantile(z, cfg.threshold_quantile)),
@@ -178,16 +190,16 @@ class AMADetector:
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Anomaly score a(x), float64 (n,), higher = more anomalous. Pure."""
-        raw = self._raw(X)[0]
-        return self._z(raw)
+        raw, recon, _, _ = self._raw(X)
+        return self._z(raw, recon)
 
     def score_with_features(
         self, X: np.ndarray, top_k: int = 3
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores plus, for vectors, the (n, top_k) int64 indices of the features with the
         largest |x - x_hat| in normalised units (largest first); None for images."""
-        raw, x_hat, x_norm = self._raw(X, keep_recon=True)
-        scores = self._z(raw)
+        raw, recon, x_hat, x_norm = self._raw(X, keep_recon=True)
+        scores = self._z(raw, recon)
         if self.kind != "vector":
             return scores, None
         assert x_hat is not None and x_norm is not None
@@ -197,49 +209,53 @@ class AMADetector:
         return scores, idx.to(torch.int64).cpu().numpy()
 
     def score_details(self, X: np.ndarray, *, _calibrating: bool = False) -> dict[str, np.ndarray]:
-        """All the scores of section 5 for evaluation and ablation, float64 (n,) each:
-        ``raw`` s(x), ``z`` a(x) (absent while calibrating), ``recon`` mean |x - x_hat| in
-        normalised units (the reconstruction-error ablation)."""
-        raw, x_hat, x_norm = self._raw(X, keep_recon=True)
-        assert x_hat is not None and x_norm is not None
-        if self.kind == "image":
-            x_norm = _pad(x_norm, self._require_config())
-        recon = torch.abs(x_norm - x_hat).flatten(1).mean(1).double().cpu().numpy()
+        """The scores of section 5 for evaluation and ablation, float64 (n,) each: ``raw``
+        s(x), ``recon`` mean |x - x_hat| in normalised units, ``z`` a(x) (absent while
+        calibrating)."""
+        raw, recon, _, _ = self._raw(X)
         out = {"raw": raw, "recon": recon}
         if not _calibrating:
-            out["z"] = self._z(raw)
+            out["z"] = self._z(raw, recon)
         return out
 
-    def _z(self, raw: np.ndarray) -> np.ndarray:
-        mu, sigma = self._calibration["mu"], self._calibration["sigma"]
-        z = (raw - mu) / sigma
-        return np.abs(z) if self._calibration["score"] == "two_sided_z" else z
+    def _z(self, raw: np.ndarray, recon: np.ndarray) -> np.ndarray:
+        """a(x): the calibrated feature-mismatch z plus ``recon_weight`` times the
+        reconstruction-error z (both from the training rows' mean and std)."""
+        cal = self._calibration
+        z = (raw - cal["mu"]) / cal["sigma"]
+        if cal["two_sided"]:
+            z = np.abs(z)
+        if cal["recon_weight"]:
+            z = z + cal["recon_weight"] * (recon - cal["recon_mu"]) / cal["recon_sigma"]
+        return z
 
     def _raw(
         self, X: np.ndarray, keep_recon: bool = False
-    ) -> tuple[np.ndarray, torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None, torch.Tensor | None]:
+        """(s, reconstruction error) per row, plus x_hat and the normalised x when asked."""
         scorer = self._require_fitted()
         arr = self._as_input(X, fitting=False)
         raws: list[np.ndarray] = []
+        recons: list[np.ndarray] = []
         hats: list[torch.Tensor] = []
         norms: list[torch.Tensor] = []
         with torch.inference_mode():
-            for start in range(0, max(arr.shape[0], 1), SCORE_CHUNK):
+            for start in range(0, arr.shape[0], SCORE_CHUNK):
                 chunk = torch.from_numpy(arr[start : start + SCORE_CHUNK])
-                if chunk.shape[0] == 0:
-                    break
                 xn = self._normalise(chunk, self._device)  # one host-to-device copy
                 s, x_hat = scorer(xn)
+                err = torch.abs(scorer.pad(xn) - x_hat).flatten(1).mean(1)  # (B,)
                 raws.append(s.double().cpu().numpy())
+                recons.append(err.double().cpu().numpy())
                 if keep_recon:
                     hats.append(x_hat.cpu())
                     norms.append(xn.cpu())
         if not raws:
-            return np.zeros(0, dtype=np.float64), None, None
-        raw = np.concatenate(raws)
+            return np.zeros(0), np.zeros(0), None, None
+        raw, recon = np.concatenate(raws), np.concatenate(recons)
         if not keep_recon:
-            return raw, None, None
-        return raw, torch.cat(hats), torch.cat(norms)
+            return raw, recon, None, None
+        return raw, recon, torch.cat(hats), torch.cat(norms)
 
     # --- normalisation ----------------------------------------------------------------------------
 

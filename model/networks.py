@@ -71,7 +71,8 @@ class AMAConfig:
     betas_e: tuple[float, float] = (0.5, 0.9)
     lr_milestones: tuple[float, ...] = (0.3, 0.6, 0.9)  # fractions of the epochs, x0.1 each
     # --- scoring / calibration (section 5)
-    two_sided: bool = False  # True: a(x) = |s - mu| / sigma (faithful); False: (s - mu) / sigma
+    two_sided: bool = False  # True: |s - mu| / sigma (faithful); False: (s - mu) / sigma
+    recon_weight: float = 1.0  # a(x) adds this times the reconstruction-error z; 0 = faithful
     threshold_quantile: float = 0.99  # threshold = this quantile of training a(x)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, kept in the bundle
 
@@ -101,7 +102,12 @@ class AMAConfig:
 
 
 # The configuration of the official code / ama-method.md, selectable as AMADetector(**FAITHFUL).
-FAITHFUL: dict[str, Any] = {"critic_hidden": 256, "recon_lambda": 0.0, "two_sided": True}
+FAITHFUL: dict[str, Any] = {
+    "critic_hidden": 256,
+    "recon_lambda": 0.0,
+    "two_sided": True,
+    "recon_weight": 0.0,
+}
 
 
 def _replace(cfg: AMAConfig, **changes: Any) -> AMAConfig:

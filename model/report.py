@@ -94,10 +94,11 @@ def render(
         + (" --quick (seed 0, subset of data sets)" if quick else "")
         + f" on {summary['generated_at']}. Protocol and every budget choice: `docs/model.md`.",
         "AUROC / AUPRC as mean±std over seeds (a single number = one seed). "
-        "`AMA` = the detector's own score (default config: one-sided (s-mu)/sigma of the critic "
-        "feature mismatch s; `AMA-faithful`: two-sided |s-mu|/sigma with the faithful config); "
-        "`X:raw` = one-sided (s-mu)/sigma of model X; `X:recon` = mean |x - x_hat| of the same "
-        "model (reconstruction-error ablation). A '(k sets)' suffix marks a mean over an "
+        "`AMA` = the detector's own score a(x) (default config: one-sided z of the critic "
+        "feature mismatch s plus the z of the reconstruction error; `AMA-faithful`: the "
+        "paper's two-sided |s-mu|/sigma with the faithful config); `X:raw` = one-sided "
+        "(s-mu)/sigma of model X alone (the paper's feature score); `X:recon` = mean "
+        "|x - x_hat| of the same model alone. A '(k sets)' suffix marks a mean over an "
         "incomplete set of data sets.",
         "",
     ]
@@ -106,8 +107,7 @@ def render(
     det_cols = ["AMA", "AMA:raw", "AMA:recon", *BASELINES]
     abl_cols = ["AMA", "AMA:recon", "AMA-noneg", "AMA-noneg:recon", "AMA-noreg",
                 "AMA-noreg:recon", "AMA-faithful", "AMA-faithful:raw",
-                "AMA-faithful:recon", "AMA-long", "AMA-long:recon", "AMA-xlong",
-                "AMA-xlong:recon"]  # fmt: skip
+                "AMA-faithful:recon"]  # fmt: skip
 
     ad = _collect(results, "adbench")
     if ad:

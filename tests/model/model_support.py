@@ -27,7 +27,9 @@ class Case:
 TINY_MLP = {"hidden": 32, "critic_hidden": 32, "feat_dim": 16, "critic_steps": 2}
 CASES = [
     Case("vector", "vector", (12,), {"hidden": 64, "critic_hidden": 64, "feat_dim": 32}, 6, 256),
-    Case("vector-faithful-recon0", "vector", (7,), {**TINY_MLP, "recon_lambda": 0.0}, 12, 256),
+    Case("vector-faithful-score", "vector", (7,), {**TINY_MLP, "recon_lambda": 0.0,
+                                                   "two_sided": True, "recon_weight": 0.0},
+         12, 256),
     Case("vector-noneg-onesided", "vector", (9,), {**TINY_MLP, "neg_sampling": False,
                                                    "two_sided": False}, 12, 256),
     Case("image-dcgan-28", "image", (1, 28, 28), {"critic_steps": 1}, 2, 48),
