@@ -30,7 +30,6 @@ Needs the local stack (`ama-stream local up`). The champion is cached under
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
 import threading
@@ -48,6 +47,7 @@ import torch
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from model.commands import train_cached
 from model.detector import AMADetector
 from schemas.settings import Settings, load_settings
 from streamer.app import build_worker
@@ -58,16 +58,6 @@ from streamer.retrain import run_cycle
 from streamer.worker import Worker
 
 KEY = "machine"
-
-
-def champion(train: np.ndarray, epochs: int, cache: Path) -> Path:
-    digest = hashlib.sha256(train.tobytes() + json.dumps([epochs, MODEL]).encode()).hexdigest()
-    path = cache / f"champion-{digest[:12]}"
-    if not (path / "metadata.json").exists():
-        det = AMADetector(kind="vector", **MODEL)
-        det.fit(train, epochs=epochs, batch_size=128, seed=0, progress=False)
-        det.save(path)
-    return path
 
 
 def read_scores(bootstrap: str, topic: str, expect: int) -> list[dict[str, Any]]:
@@ -270,9 +260,8 @@ def main() -> None:
     }
     data["test"] = data["test"].astype(np.float32)
     started = time.monotonic()
-    bundle = champion(
-        data["train"], args.epochs, Path.home() / ".cache/ama-stream/retrain-acceptance"
-    )
+    cache = Path.home() / ".cache/ama-stream/retrain-acceptance"
+    bundle = train_cached(data["train"], cache, "champion", epochs=args.epochs, config=MODEL)
     scenario = shift_scenario if args.scenario == "shift" else poison_scenario
     report = {
         "data": f"SMD {args.machine}: champion trained on the training half "

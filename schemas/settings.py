@@ -220,6 +220,13 @@ class RetrainSettings(_Section):
         default=500, ge=10, description="Fewer usable records than this: the cycle is skipped."
     )
     holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    regime_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="A key whose window the serving model flagged above this share is a new "
+        "operating point: its flagged records are trained on (1.0 = always exclude).",
+    )
     config: dict[str, Any] = Field(
         default_factory=dict,
         description="AMAConfig fields that override the champion's for the challenger.",

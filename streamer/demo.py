@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -29,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from model.detector import AMADetector
+from model.commands import train_cached
 from streamer.demo_eval import AlertScore, episodes, score_alerts
 from streamer.demo_view import Progress, watch
 from streamer.local_stack import LocalStack, default_state_dir
@@ -74,18 +72,6 @@ def load_demo_data(machine: str, data_dir: Path | None) -> DemoData:
         return DemoData(machine, train, test, labels, str(root))
     with np.load(SHIPPED, allow_pickle=False) as z:
         return DemoData("machine-2-7", z["train"], z["test"], z["test_label"], str(SHIPPED))
-
-
-def demo_bundle(data: DemoData, cache_dir: Path, epochs: int) -> Path:
-    """Train once per (data, epochs, config); later runs load the cached bundle."""
-    digest = hashlib.sha256(data.train.tobytes() + json.dumps([epochs, MODEL]).encode())
-    path = cache_dir / f"{data.machine}-{digest.hexdigest()[:12]}"
-    if not (path / "metadata.json").exists():
-        print(f"training on {data.machine} train split ({len(data.train)} rows, {epochs} epochs)")
-        detector = AMADetector(kind="vector", **MODEL)
-        detector.fit(data.train, epochs=epochs, batch_size=128, seed=0, progress=False)
-        detector.save(path)
-    return path
 
 
 @dataclass(frozen=True)
@@ -160,7 +146,8 @@ def run_demo(
     data = load_demo_data(machine, data_dir)
     rows = len(data.test) if limit is None else min(limit, len(data.test))
     test, labels = data.test[:rows], data.labels[:rows]
-    bundle = demo_bundle(data, cache_dir, epochs)
+    print(f"model: {data.machine} train split ({len(data.train)} rows, {epochs} epochs)")
+    bundle = train_cached(data.train, cache_dir, data.machine, epochs=epochs, config=MODEL)
     print(f"data: {data.source} ({data.machine}); model: {bundle}")
 
     run = uuid.uuid4().hex[:8]

@@ -5,6 +5,8 @@ Exclusion (docs/retrain.md): a record is trained on only if the serving models' 
 on the scores topic (joined by source partition and offset) all say it was normal. Records
 with no score event yet (worker lag) are left out too: nothing says they are normal. Records
 named in the optional labels topic are kept apart for the gate's AUROC and never trained on.
+A key whose window was flagged above ``retrain.regime_share`` is at a new operating point, not
+in an incident: its flagged records are trained on, or the model could never learn the level.
 
 The held-out slice is drawn from the window *before* exclusion (minus labelled records):
 judging both models only on records the champion accepted would grade the champion on a
@@ -111,6 +113,9 @@ def build_training_set(
     in_holdout = (rng.random(len(chosen)) < cfg.holdout_fraction) & ~is_labelled
     flagged = np.array([v is True for v in verdict], dtype=bool)
     unscored = np.array([v is None for v in verdict], dtype=bool)
+    shifted = _shifted_keys(keys, flagged & ~unscored, ~unscored, cfg.regime_share)
+    kept = flagged & np.array([k in shifted for k in keys], dtype=bool)
+    flagged &= ~kept
     in_train = ~in_holdout & ~is_labelled & ~flagged & ~unscored
     rows = batch.values[chosen]
     summary = {
@@ -121,6 +126,8 @@ def build_training_set(
         "sampled": len(chosen),
         "keys": len(set(keys)),
         "excluded_anomalous": int((flagged & ~in_holdout & ~is_labelled).sum()),
+        "shifted_keys": len(shifted),
+        "kept_flagged": int((kept & ~in_holdout & ~is_labelled).sum()),
         "excluded_unscored": int((unscored & ~flagged & ~in_holdout & ~is_labelled).sum()),
         "labelled": int(is_labelled.sum()),
         "train": int(in_train.sum()),
@@ -134,3 +141,15 @@ def build_training_set(
         labels=np.array([bool(x) for x in label if x is not None], dtype=bool),
         summary=summary,
     )
+
+
+def _shifted_keys(
+    keys: list[str], flagged: np.ndarray, scored: np.ndarray, share: float
+) -> set[str]:
+    """Keys whose scored records in the window were flagged above ``share``."""
+    if share >= 1.0:
+        return set()
+    names, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    hits = np.bincount(inverse, weights=flagged, minlength=len(names))
+    total = np.bincount(inverse, weights=scored, minlength=len(names))
+    return {str(n) for n, h, t in zip(names, hits, total, strict=True) if t and h / t > share}

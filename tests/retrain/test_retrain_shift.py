@@ -26,11 +26,15 @@ from streamer.state import connect
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("regime_share", [0.5, 1.0], ids=["shifted-key-kept", "strict-exclusion"])
 def test_retrain_after_a_level_shift_lowers_false_alarms_and_hot_swaps(
-    make_deployment: Callable[..., Deployment], champion_bundle: Path
+    make_deployment: Callable[..., Deployment], champion_bundle: Path, regime_share: float
 ) -> None:
     dep = make_deployment()
     s = dep.settings
+    s = s.model_copy(
+        update={"retrain": s.retrain.model_copy(update={"regime_share": regime_share})}
+    )
     champion = AMADetector.load(champion_bundle).model_version
     with running_worker(s, champion_bundle) as slot:
         before = send(s, normal(800, seed=5), seed=1)
@@ -55,8 +59,12 @@ def test_retrain_after_a_level_shift_lowers_false_alarms_and_hot_swaps(
     assert {e["model_version"] for e in events} == {champion, new}
 
     window = entry["window"]
-    # the records the champion flagged were left out of training, not the others
-    assert window["excluded_anomalous"] > 0.05 * 1600
+    if regime_share < 1.0:  # most of every key's window flagged: a new level, trained on
+        assert window["shifted_keys"] == window["keys"] and window["excluded_anomalous"] == 0
+        assert window["kept_flagged"] > 0.5 * 1600
+    else:  # the records the champion flagged were left out of training, not the others
+        assert window["shifted_keys"] == 0 and window["kept_flagged"] == 0
+        assert window["excluded_anomalous"] > 0.05 * 1600
     assert window["excluded_unscored"] == 0
     assert window["train"] + window["holdout"] + window["excluded_anomalous"] == 2400
 
