@@ -146,7 +146,7 @@ def run_demo(
     data = load_demo_data(machine, data_dir)
     rows = len(data.test) if limit is None else min(limit, len(data.test))
     test, labels = data.test[:rows], data.labels[:rows]
-    print(f"model: {data.machine} train split ({len(data.train)} rows, {epochs} epochs)")
+    print(f"model: {data.machine} train split, {len(data.train)} rows, {epochs} epochs (cached)")
     bundle = train_cached(data.train, cache_dir, data.machine, epochs=epochs, config=MODEL)
     print(f"data: {data.source} ({data.machine}); model: {bundle}")
 

@@ -113,7 +113,7 @@ def build_training_set(
     in_holdout = (rng.random(len(chosen)) < cfg.holdout_fraction) & ~is_labelled
     flagged = np.array([v is True for v in verdict], dtype=bool)
     unscored = np.array([v is None for v in verdict], dtype=bool)
-    shifted = _shifted_keys(keys, flagged & ~unscored, ~unscored, cfg.regime_share)
+    shifted = _shifted_keys(keys, flagged, ~unscored, cfg.regime_share)
     kept = flagged & np.array([k in shifted for k in keys], dtype=bool)
     flagged &= ~kept
     in_train = ~in_holdout & ~is_labelled & ~flagged & ~unscored
