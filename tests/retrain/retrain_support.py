@@ -54,6 +54,11 @@ class Deployment:
         return self.settings.kafka.bootstrap
 
 
+def with_retrain(settings: Settings, **changes: object) -> Settings:
+    """``settings`` with some ``retrain`` fields changed (one test's variation of the job)."""
+    return settings.model_copy(update={"retrain": settings.retrain.model_copy(update=changes)})
+
+
 def make_settings(
     bootstrap: str,
     redis_url: str,

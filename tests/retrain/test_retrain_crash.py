@@ -18,6 +18,7 @@ from retrain_support import (
     score_events,
     send,
     shifted,
+    with_retrain,
     write_config,
 )
 
@@ -48,9 +49,7 @@ def test_job_killed_mid_write_leaves_champion_serving_and_no_partial_bundle(
 ) -> None:
     dep = make_deployment()
     s = dep.settings
-    s = s.model_copy(
-        update={"retrain": s.retrain.model_copy(update={"time_budget_s": 4, "lock_ttl_s": 30})}
-    )
+    s = with_retrain(s, time_budget_s=4, lock_ttl_s=30)
     champion = AMADetector.load(champion_bundle).model_version
     client, prefix = connect(s.redis.url), s.redis.key_prefix
     with running_worker(s, champion_bundle) as slot:

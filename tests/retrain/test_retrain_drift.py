@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
-from retrain_support import Deployment, normal, running_worker, score_events, send, shifted
+from retrain_support import (
+    Deployment,
+    normal,
+    running_worker,
+    score_events,
+    send,
+    shifted,
+    with_retrain,
+)
 
 from model.detector import AMADetector
 from streamer import registry
@@ -35,11 +43,7 @@ def test_on_drift_starts_a_cycle_early(
 ) -> None:
     dep = make_deployment()
     s = dep.settings
-    s = s.model_copy(
-        update={
-            "retrain": s.retrain.model_copy(update={"drift_check_s": 0.5, "drift_cooldown_s": 0.0})
-        }
-    )
+    s = with_retrain(s, drift_check_s=0.5, drift_cooldown_s=0.0)
     client, prefix = connect(s.redis.url), s.redis.key_prefix
     stop, metrics = threading.Event(), DriftMetrics()
     schedule = threading.Thread(

@@ -17,6 +17,7 @@ from retrain_support import (
     score_events,
     send,
     shifted,
+    with_retrain,
     write_config,
 )
 
@@ -37,7 +38,7 @@ def test_two_concurrent_retrain_jobs_publish_exactly_once(
         score_events(s, expect=1600)
     # a longer training keeps the first job's cycle (and lock) open well past the moment the
     # second job, started at the same time, has imported torch and tries the lock
-    s = s.model_copy(update={"retrain": s.retrain.model_copy(update={"epochs": 24})})
+    s = with_retrain(s, epochs=24)
     config = write_config(s, tmp_path / "settings.yaml")
     argv = cli("retrain", "--once", "--config", str(config), "--log-level", "WARNING")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two jobs on 2 shared cores

@@ -16,6 +16,7 @@ from retrain_support import (
     send,
     shifted,
     wait_for_version,
+    with_retrain,
 )
 
 from model.detector import AMADetector
@@ -32,9 +33,7 @@ def test_retrain_after_a_level_shift_lowers_false_alarms_and_hot_swaps(
 ) -> None:
     dep = make_deployment()
     s = dep.settings
-    s = s.model_copy(
-        update={"retrain": s.retrain.model_copy(update={"regime_share": regime_share})}
-    )
+    s = with_retrain(s, regime_share=regime_share)
     champion = AMADetector.load(champion_bundle).model_version
     with running_worker(s, champion_bundle) as slot:
         before = send(s, normal(800, seed=5), seed=1)
