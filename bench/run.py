@@ -59,6 +59,7 @@ QUICK = BenchConfig("quick", records=20_000, images=10_000, runs=1, cap_s=2.0, l
 WHAT = {
     "passthrough": "ceiling: consume, produce each value unchanged, ack, commit",
     "pipeline-1w": "the worker, 38-dim records, 1 process",
+    "pipeline-1w-single": "the same with a single-member model (`members: 1`)",
     "pipeline-2w": "the worker, 38-dim records, 2 processes in one group",
     "per-record": "the worker with batches of 1",
     "images": "the worker, 28x28 uint8 images (binary frames)",
@@ -117,16 +118,19 @@ class _Bench:
         data.write_topic(cfg.bootstrap, vectors, data.vector_messages(rows))
         data.write_topic(cfg.bootstrap, images, data.image_messages(cfg.images))
         tmp = Path(tempfile.mkdtemp(prefix="ama-bench-"))
-        vector_bundle, image_bundle = data.train_bundles(rows, tmp)
+        bundles = data.train_bundles(rows, tmp)
+        vector_bundle = bundles["vector"]
         self.outputs = {k: self.topic(k) for k in ("out", "alerts", "dlq")}
 
         plan = [
             _Row("passthrough", "passthrough", vectors, cfg.records),
             _Row("pipeline-1w", "worker", vectors, cfg.records, bundle=vector_bundle),
+            _Row("pipeline-1w-single", "worker", vectors, cfg.records,
+                 bundle=bundles["vector-single"]),
             _Row("pipeline-2w", "worker", vectors, cfg.records, 2, vector_bundle),
             _Row("per-record", "worker", vectors, cfg.records, bundle=vector_bundle,
                  max_records=1),
-            _Row("images", "worker", images, cfg.images, bundle=image_bundle),
+            _Row("images", "worker", images, cfg.images, bundle=bundles["image"]),
             _Row("river-hst", "river", vectors, cfg.records),
         ]  # fmt: skip
         measured: dict[str, Row] = {}

@@ -2,8 +2,9 @@
 
     python bench/score_bench.py [--threads 1] [--seconds 1.0] [--resnet] [--faithful-mlp]
 
-Models: a 38-dim vector detector (default config, and optionally the faithful 256-wide critic)
-and a 28x28 image detector (light DCGAN default; ``--resnet`` adds the faithful ResNet one).
+Models: a 38-dim vector detector (default config with its 3 members, a single member, and
+optionally the faithful single 256-wide-critic model) and a 28x28 image detector (light DCGAN
+default; ``--resnet`` adds the faithful ResNet one).
 Weights come from a very short training run: speed does not depend on their values. Runs on
 the CPU and, when present, on CUDA. Numbers are wall-clock throughput of the whole ``score``
 call (normalisation, host-to-device copy, forward, copy back), median of 3 timed windows.
@@ -66,7 +67,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     models: list[tuple[str, AMADetector, np.ndarray]] = []
     det, X = _vector({})
-    models.append(("vector-38 (default)", det, X))
+    models.append(("vector-38 (default, 3 members)", det, X))
+    det, X = _vector({"members": 1})
+    models.append(("vector-38 (1 member)", det, X))
     if args.faithful_mlp:
         det, X = _vector(dict(FAITHFUL))
         models.append(("vector-38 (faithful 256)", det, X))

@@ -28,7 +28,7 @@ from safetensors.torch import save as st_save
 from schemas.errors import AmaStreamError
 
 FORMAT = "ama-bundle"
-FORMAT_VERSION = 2  # 2: a(x) adds the reconstruction-error z (calibration recon_mu, recon_sigma)
+FORMAT_VERSION = 3  # 2: a(x) adds the reconstruction-error z; 3: ensembles, per-member calibration
 WEIGHTS = "weights.safetensors"
 METADATA = "metadata.json"
 

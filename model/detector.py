@@ -1,10 +1,11 @@
 """AMADetector: the one object the rest of ama-stream uses (contract in docs/internals.md).
 
-``fit`` trains the AMA networks, folds them into an eval-only Scorer and calibrates Gaussians
-(mu, sigma) on the training rows' scores; ``score`` returns a(x), the one-sided z of the critic
-feature mismatch s (section 5.2) plus the z of the reconstruction error (docs/model.md, deviation
-12; ``FAITHFUL`` gives the paper's |s - mu| / sigma), and never changes the detector; ``save`` /
-``load`` use safetensors bundles.
+``fit`` trains ``members`` AMA models from different seeds, folds each into an eval-only Scorer
+and calibrates Gaussians (mu, sigma) per member on the training rows' scores; ``score`` returns
+a(x), the members' mean of the one-sided z of the critic feature mismatch s (section 5.2) plus the
+z of the reconstruction error (docs/model.md, deviations 12 and 13; ``FAITHFUL`` gives the paper's
+single-model |s - mu| / sigma), and never changes the detector; ``save`` / ``load`` use
+safetensors bundles.
 """
 
 from __future__ import annotations
@@ -12,20 +13,20 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from model.bundle import BundleError, read_bundle, write_bundle
-from model.networks import AMAConfig, Kind, Scorer, empty_scorer, export_scorer
+from model.networks import AMAConfig, Ensemble, Kind, empty_ensemble, export_scorer
 from model.train import TrainSummary, train_networks
 
 CLIP = 10.0  # standardised vectors are clipped to +-10 so one wild value cannot blow up a layer
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
 SCORE_CHUNK = 4096  # rows per forward pass when scoring large arrays (bounds peak memory)
+MEMBER_SEED_STRIDE = 1000  # member m trains with seed + 1000 m: distinct from other fits' seeds
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -52,7 +53,7 @@ class AMADetector:
         self._config_kwargs = dict(config)
         self.kind: Kind = kind
         self.config: AMAConfig | None = None
-        self._scorer: Scorer | None = None
+        self._scorer: Ensemble | None = None
         self._device = torch.device("cpu")
         self._norm: dict[str, Any] = {}
         self._calibration: dict[str, Any] = {}
@@ -79,13 +80,14 @@ class AMADetector:
 
     @property
     def calibration(self) -> dict[str, Any]:
-        """mu, sigma, quantiles of s and a(x) on the training rows, threshold and its rule."""
+        """Per-member mu, sigma of s and of the reconstruction error, quantiles of the feature
+        z and of a(x) on the training rows, threshold and its rule."""
         return copy.deepcopy(self._calibration)
 
     @property
     def training(self) -> dict[str, Any]:
         """What the bundle records about the training run: rows, epochs run, iterations, wall
-        time, device, per-epoch losses."""
+        time, device, and per member its seed, epochs, iterations and per-epoch losses."""
         return copy.deepcopy(self._training)
 
     @property
@@ -134,7 +136,8 @@ class AMADetector:
         """Fit normalisation, train the networks, export the scorer and calibrate (mu, sigma).
 
         X: (n, d) vectors, or images (n, H, W) / (n, C, H, W) in 0..255 or 0..1 units.
-        ``time_budget_s`` stops training after the first epoch that ends past it.
+        ``time_budget_s`` is shared equally by the members; each stops after the first epoch
+        that ends past its share.
         """
         arr = self._as_input(X, fitting=True)
         shape = tuple(int(s) for s in arr.shape[1:])
@@ -146,14 +149,19 @@ class AMADetector:
         data = self._normalise(torch.from_numpy(arr), torch.device("cpu"))
         if self.kind == "image":
             data = _pad(data, cfg)
-        callback = _progress_printer() if progress else None
-        nets, summary = train_networks(
-            cfg, data, epochs=epochs, batch_size=batch_size, device=dev, seed=seed,
-            on_epoch=callback, time_budget_s=time_budget_s,
-        )  # fmt: skip
-        self._scorer = export_scorer(cfg, nets).to(dev)
+        share = None if time_budget_s is None else time_budget_s / cfg.members
+        scorers, summaries = [], []
+        for m in range(cfg.members):
+            nets, summary = train_networks(
+                cfg, data, epochs=epochs, batch_size=batch_size, device=dev,
+                seed=seed + MEMBER_SEED_STRIDE * m, time_budget_s=share,
+                on_epoch=_progress_printer(m, cfg.members) if progress else None,
+            )  # fmt: skip
+            scorers.append(export_scorer(cfg, nets))
+            summaries.append(summary)
+        self._scorer = Ensemble(scorers).to(dev)
         self._set_norm_tensors()
-        self._training = _summary_json(summary)
+        self._training = _summary_json(seed, summaries)
         self._calibrate(arr)
         self._model_version = None
         return self
@@ -161,25 +169,25 @@ class AMADetector:
     def _calibrate(self, arr: np.ndarray) -> None:
         """Gaussian fits of the training rows' raw scores (section 5.2) + empirical quantiles.
 
-        s and the reconstruction error get one (mu, sigma) each so that a(x) can add their
-        z-scores on a common scale (docs/model.md, deviation 12).
+        Each member's s and reconstruction error get one (mu, sigma) each (lists of length K),
+        so that a(x) can add their z-scores on a common scale (docs/model.md, deviations 12, 13).
         """
         cfg = self._require_config()
-        details = self.score_details(arr, _calibrating=True)
-        raw, recon = details["raw"], details["recon"]
+        raw, recon, _, _ = self._raw(arr)  # (n, K) each
         self._calibration = {
             "score": ("two_sided_z" if cfg.two_sided else "one_sided_z")
-            + (f" + {cfg.recon_weight:g} recon_z" if cfg.recon_weight else ""),
-            "mu": float(raw.mean()),
-            "sigma": float(max(raw.std(), 1e-12)),
+            + (f" + {cfg.recon_weight:g} recon_z" if cfg.recon_weight else "")
+            + (f", mean of {cfg.members} members" if cfg.members > 1 else ""),
+            "mu": raw.mean(0).tolist(),
+            "sigma": np.maximum(raw.std(0), 1e-12).tolist(),
             "two_sided": cfg.two_sided,
             "recon_weight": cfg.recon_weight,
-            "recon_mu": float(recon.mean()),
-            "recon_sigma": float(max(recon.std(), 1e-12)),
+            "recon_mu": recon.mean(0).tolist(),
+            "recon_sigma": np.maximum(recon.std(0), 1e-12).tolist(),
         }
-        z = self._z(raw, recon)
+        feature, z = self._feature_z(raw), self._z(raw, recon)
         self._calibration |= {
-            "raw_quantiles": {str(q): float(np.quantile(raw, q)) for q in QUANTILES},
+            "feature_quantiles": {str(q): float(np.quantile(feature, q)) for q in QUANTILES},
             "z_quantiles": {str(q): float(np.quantile(z, q)) for q in QUANTILES},
             "threshold": float(np.quantile(z, cfg.threshold_quantile)),
             "threshold_rule": f"quantile {cfg.threshold_quantile} of a(x) on the training rows",
@@ -208,31 +216,35 @@ class AMADetector:
         idx = torch.topk(err, k, dim=1).indices if k else torch.zeros((err.shape[0], 0))
         return scores, idx.to(torch.int64).cpu().numpy()
 
-    def score_details(self, X: np.ndarray, *, _calibrating: bool = False) -> dict[str, np.ndarray]:
-        """The scores of section 5 for evaluation and ablation, float64 (n,) each: ``raw``
-        s(x), ``recon`` mean |x - x_hat| in normalised units, ``z`` a(x) (absent while
-        calibrating)."""
+    def score_details(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """The scores of section 5 for evaluation and ablation, float64 (n,) each, averaged
+        over the members: ``feature`` the one-sided z of s(x) (the critic feature mismatch
+        alone), ``recon`` mean |x - x_hat| in normalised units, ``z`` a(x)."""
         raw, recon, _, _ = self._raw(X)
-        out = {"raw": raw, "recon": recon}
-        if not _calibrating:
-            out["z"] = self._z(raw, recon)
-        return out
+        return {"feature": self._feature_z(raw), "recon": recon.mean(1), "z": self._z(raw, recon)}
+
+    def _feature_z(self, raw: np.ndarray) -> np.ndarray:
+        """Members' mean one-sided z of s, (n, K) -> (n,)."""
+        cal = self._calibration
+        return ((raw - np.asarray(cal["mu"])) / np.asarray(cal["sigma"])).mean(1)
 
     def _z(self, raw: np.ndarray, recon: np.ndarray) -> np.ndarray:
-        """a(x): the calibrated feature-mismatch z plus ``recon_weight`` times the
-        reconstruction-error z (both from the training rows' mean and std)."""
+        """a(x) from (n, K) member scores: per member the calibrated feature-mismatch z plus
+        ``recon_weight`` times the reconstruction-error z, averaged over the members."""
         cal = self._calibration
-        z = (raw - cal["mu"]) / cal["sigma"]
+        z = (raw - np.asarray(cal["mu"])) / np.asarray(cal["sigma"])
         if cal["two_sided"]:
             z = np.abs(z)
         if cal["recon_weight"]:
-            z = z + cal["recon_weight"] * (recon - cal["recon_mu"]) / cal["recon_sigma"]
-        return z
+            r = (recon - np.asarray(cal["recon_mu"])) / np.asarray(cal["recon_sigma"])
+            z = z + cal["recon_weight"] * r
+        return z.mean(1)
 
     def _raw(
         self, X: np.ndarray, keep_recon: bool = False
     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None, torch.Tensor | None]:
-        """(s, reconstruction error) per row, plus x_hat and the normalised x when asked."""
+        """(s, reconstruction error) per row and member, (n, K) each, plus the members' mean
+        x_hat and the normalised x when asked."""
         scorer = self._require_fitted()
         arr = self._as_input(X, fitting=False)
         raws: list[np.ndarray] = []
@@ -243,15 +255,15 @@ class AMADetector:
             for start in range(0, arr.shape[0], SCORE_CHUNK):
                 chunk = torch.from_numpy(arr[start : start + SCORE_CHUNK])
                 xn = self._normalise(chunk, self._device)  # one host-to-device copy
-                s, x_hat = scorer(xn)
-                err = torch.abs(scorer.pad(xn) - x_hat).flatten(1).mean(1)  # (B,)
+                s, err, x_hat = scorer(xn, keep_recon)
                 raws.append(s.double().cpu().numpy())
                 recons.append(err.double().cpu().numpy())
-                if keep_recon:
+                if x_hat is not None:
                     hats.append(x_hat.cpu())
                     norms.append(xn.cpu())
         if not raws:
-            return np.zeros(0), np.zeros(0), None, None
+            k = len(scorer.members)
+            return np.zeros((0, k)), np.zeros((0, k)), None, None
         raw, recon = np.concatenate(raws), np.concatenate(recons)
         if not keep_recon:
             return raw, recon, None, None
@@ -346,7 +358,7 @@ class AMADetector:
         det = cls(kind=cfg.kind)
         det.config = cfg
         try:
-            scorer = empty_scorer(cfg)
+            scorer = empty_ensemble(cfg)
             scorer.load_state_dict(contents.tensors, strict=True)
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise BundleError(
@@ -369,7 +381,7 @@ class AMADetector:
             raise RuntimeError("detector is not fitted (call fit or load)")
         return self.config
 
-    def _require_fitted(self) -> Scorer:
+    def _require_fitted(self) -> Ensemble:
         if self._scorer is None:
             raise RuntimeError("detector is not fitted (call fit or load)")
         return self._scorer
@@ -387,23 +399,36 @@ def _pad(x: torch.Tensor, cfg: AMAConfig) -> torch.Tensor:
     return PadTo32(cfg.input_shape[1:]).forward(x)  # type: ignore[arg-type]
 
 
-def _summary_json(summary: TrainSummary) -> dict[str, Any]:
-    out = asdict(summary)
-    out["history"] = [{k: round(v, 6) for k, v in h.items()} for h in summary.history]
-    return out
+def _summary_json(seed: int, summaries: list[TrainSummary]) -> dict[str, Any]:
+    """The whole fit (rows, most epochs any member ran, total iterations and wall time) plus
+    each member's own run and per-epoch losses."""
+    first = summaries[0]
+    members = []
+    for s in summaries:
+        run = {k: getattr(s, k) for k in ("seed", "epochs", "iterations", "wall_s")}
+        run["history"] = [{k: round(v, 6) for k, v in h.items()} for h in s.history]
+        members.append(run)
+    return {
+        "rows": first.rows,
+        "epochs": max(s.epochs for s in summaries),
+        "batch_size": first.batch_size,
+        "seed": seed,
+        "iterations": sum(s.iterations for s in summaries),
+        "wall_s": sum(s.wall_s for s in summaries),
+        "device": first.device,
+        "members": members,
+    }
 
 
-def _progress_printer() -> Any:
-    """Per-epoch loss line on stderr (a rich progress bar when stderr is a terminal)."""
+def _progress_printer(member: int, members: int) -> Any:
+    """Per-epoch loss line on stderr, prefixed with the member when there are several."""
+    prefix = f"member {member + 1}/{members} " if members > 1 else ""
 
     def show(epoch: int, epochs: int, logs: Mapping[str, float]) -> None:
         width = 24
         done = int(width * (epoch + 1) / epochs)
         bar = "#" * done + "-" * (width - done)
         losses = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
-        print(f"[{bar}] epoch {epoch + 1}/{epochs} {losses}", file=sys.stderr, flush=True)
+        print(f"{prefix}[{bar}] epoch {epoch + 1}/{epochs} {losses}", file=sys.stderr, flush=True)
 
     return show
-
-
-Mode = Literal["vector", "image"]

@@ -165,8 +165,7 @@ def _run_ama(job: Job, tr: np.ndarray, te: np.ndarray) -> tuple[dict[str, np.nda
     det.fit(tr, epochs=epochs, batch_size=batch, seed=job.seed, progress=False, device="cpu")
     fit_s = time.perf_counter() - t0
     details = det.score_details(te)
-    one_sided = (details["raw"] - det.calibration["mu"]) / det.calibration["sigma"]
-    return {"z": details["z"], "raw": one_sided, "recon": details["recon"]}, fit_s
+    return {"z": details["z"], "raw": details["feature"], "recon": details["recon"]}, fit_s
 
 
 def _run_baseline(job: Job, tr: np.ndarray, te: np.ndarray) -> tuple[dict[str, np.ndarray], float]:

@@ -74,10 +74,13 @@ class AMAConfig:
     two_sided: bool = False  # True: |s - mu| / sigma (faithful); False: (s - mu) / sigma
     recon_weight: float = 1.0  # a(x) adds this times the reconstruction-error z; 0 = faithful
     threshold_quantile: float = 0.99  # threshold = this quantile of training a(x)
+    # --- ensemble (docs/model.md, deviation 13): models from different seeds averaged in a(x);
+    # 1 = the single model of the paper, 0 = automatic (vectors 3, images 1)
+    members: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, kept in the bundle
 
     def resolved(self) -> AMAConfig:
-        """Return a copy with automatic values (nz, gp_mode) filled in."""
+        """Return a copy with automatic values (nz, gp_mode, members) filled in."""
         nz = self.nz
         if nz <= 0:
             if self.kind == "vector":
@@ -85,7 +88,10 @@ class AMAConfig:
             else:
                 nz = 128 if self.arch == "resnet" else 32
         gp_mode: GPMode = "sample" if self.kind == "vector" else self.gp_mode
-        return _replace(self, nz=nz, gp_mode=gp_mode)
+        if self.members < 0:
+            raise ValueError(f"members must be >= 0 (0 = automatic), got {self.members}")
+        members = self.members or (3 if self.kind == "vector" else 1)
+        return _replace(self, nz=nz, gp_mode=gp_mode, members=members)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -107,6 +113,7 @@ FAITHFUL: dict[str, Any] = {
     "recon_lambda": 0.0,
     "two_sided": True,
     "recon_weight": 0.0,
+    "members": 1,
 }
 
 
@@ -369,7 +376,7 @@ def build_networks(cfg: AMAConfig) -> Networks:
 
 
 class Scorer(nn.Module):
-    """Eval-only network: x (normalised) -> (raw AMA score s, reconstruction x_hat).
+    """Eval-only network: x (normalised) -> (raw AMA score s, reconstruction error, x_hat).
 
     s(x) = || phi([x ; x]) - phi([x ; G(E(x))]) ||_1   (section 5.1).
 
@@ -386,7 +393,7 @@ class Scorer(nn.Module):
         self.trunk: nn.Sequential = trunk
         self.pad = PadTo32(cfg.input_shape[1:]) if cfg.kind == "image" else nn.Identity()  # type: ignore[arg-type]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.pad(x)
         x_hat = self.decoder(self.encoder(x))
         if self.kind == "vector":
@@ -402,7 +409,34 @@ class Scorer(nn.Module):
             feats = self.trunk(pairs).sum(dim=(2, 3))  # (2B, feat)
         b = x.shape[0]
         s = (feats[:b] - feats[b:]).abs().sum(1)  # (B,)
-        return s, x_hat
+        err = (x - x_hat).abs().flatten(1).mean(1)  # (B,) mean |x - x_hat|, normalised units
+        return s, err, x_hat
+
+
+class Ensemble(nn.Module):
+    """K Scorers trained from different seeds, scored together (docs/model.md, deviation 13).
+
+    A single AMA model's ranking varies from seed to seed by as much as its gap to the best
+    baseline on small tabular sets; averaging the calibrated scores of a few members removes
+    most of that variance. The detector calibrates each member separately, so members stay
+    independent and K = 1 is exactly one model.
+    """
+
+    def __init__(self, members: list[Scorer]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.eval()
+
+    def forward(
+        self, x: torch.Tensor, keep_recon: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """x (B, ...) normalised -> s (B, K), reconstruction error (B, K), and the members'
+        mean x_hat (B, ...) when asked (for explanations)."""
+        outs = [member(x) for member in self.members]
+        s = torch.stack([o[0] for o in outs], 1)
+        err = torch.stack([o[1] for o in outs], 1)
+        x_hat = torch.stack([o[2] for o in outs]).mean(0) if keep_recon else None
+        return s, err, x_hat
 
 
 def _fold_linear_bn(lin: nn.Linear, bn: nn.BatchNorm1d) -> nn.Linear:
@@ -460,8 +494,13 @@ def export_scorer(cfg: AMAConfig, nets: Networks) -> Scorer:
     return scorer
 
 
-def empty_scorer(cfg: AMAConfig) -> Scorer:
-    """A Scorer with the right architecture and unset weights, for loading a bundle."""
+def empty_ensemble(cfg: AMAConfig) -> Ensemble:
+    """An Ensemble of ``cfg.members`` Scorers with unset weights, for loading a bundle."""
+    return Ensemble([_empty_scorer(cfg) for _ in range(cfg.members)])
+
+
+def _empty_scorer(cfg: AMAConfig) -> Scorer:
+    """One member's architecture with unset weights."""
     plain = _replace(cfg, spectral_norm=False)
     nets = build_networks(plain)
     if cfg.kind == "vector":

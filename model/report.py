@@ -95,10 +95,11 @@ def render(
         + f" on {summary['generated_at']}. Protocol and every budget choice: `docs/model.md`.",
         "AUROC / AUPRC as mean±std over seeds (a single number = one seed). "
         "`AMA` = the detector's own score a(x) (default config: one-sided z of the critic "
-        "feature mismatch s plus the z of the reconstruction error; `AMA-faithful`: the "
-        "paper's two-sided |s-mu|/sigma with the faithful config); `X:raw` = one-sided "
-        "(s-mu)/sigma of model X alone (the paper's feature score); `X:recon` = mean "
-        "|x - x_hat| of the same model alone. A '(k sets)' suffix marks a mean over an "
+        "feature mismatch s plus the z of the reconstruction error, averaged over 3 members "
+        "for vectors, 1 for images; `AMA-faithful`: the paper's single-model two-sided "
+        "|s-mu|/sigma with the faithful config); `X:raw` = one-sided (s-mu)/sigma of "
+        "detector X alone (the paper's feature score, averaged over its members); `X:recon` "
+        "= mean |x - x_hat| of the same members. A '(k sets)' suffix marks a mean over an "
         "incomplete set of data sets.",
         "",
     ]

@@ -116,6 +116,12 @@ def model_train(
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per batch.")] = 256,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    members: Annotated[
+        int,
+        typer.Option(
+            "--members", help="Models averaged in the score; 0 = auto (vectors 3, images 1)."
+        ),
+    ] = 0,
     device: Annotated[
         str | None, typer.Option("--device", help="cpu, cuda, ... (default: auto).")
     ] = None,
@@ -127,7 +133,7 @@ def model_train(
         raise typer.BadParameter("--kind must be vector or image")
     det = commands.train(
         data, out, kind=kind, epochs=epochs, batch_size=batch_size, seed=seed,  # type: ignore[arg-type]
-        device=device,
+        device=device, config={"members": members},
     )  # fmt: skip
     typer.echo(f"bundle:        {out}")
     typer.echo(f"model_version: {det.model_version}")

@@ -19,7 +19,8 @@ from streamer.cli import app
 
 pytestmark = pytest.mark.integration
 
-ROWS = ["passthrough", "pipeline-1w", "pipeline-2w", "per-record", "images", "river-hst"]
+ROWS = ["passthrough", "pipeline-1w", "pipeline-1w-single", "pipeline-2w", "per-record", "images",
+        "river-hst"]  # fmt: skip
 ROW_FIELDS = {"name", "records_per_s", "min_per_s", "max_per_s", "runs", "cpu_s_per_1k",
               "peak_rss_mb", "ratio_to_ceiling"}  # fmt: skip
 

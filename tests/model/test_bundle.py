@@ -73,7 +73,7 @@ def test_tampered_calibration(bundle: Path, tmp_path: Path) -> None:
     p = _copy(bundle, tmp_path)
     m = p / "metadata.json"
     meta = json.loads(m.read_text())
-    meta["calibration"]["mu"] += 1.0
+    meta["calibration"]["mu"][0] += 1.0
     m.write_text(json.dumps(meta))
     _refused(p, "tampered")
 

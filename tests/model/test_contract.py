@@ -52,8 +52,11 @@ def test_save_load_roundtrip_identical(case: Case, fitted: AMADetector, tmp_path
     assert loaded.threshold == fitted.threshold
     assert loaded.input_shape == fitted.input_shape and loaded.kind == fitted.kind
     meta = json.loads((path / "metadata.json").read_text())
-    assert meta["format_version"] == 2 and meta["training"]["rows"] == case.rows
-    assert {"mu", "sigma", "raw_quantiles", "threshold"} <= set(meta["calibration"])
+    assert meta["format_version"] == 3 and meta["training"]["rows"] == case.rows
+    cal = meta["calibration"]
+    assert {"mu", "sigma", "feature_quantiles", "threshold"} <= set(cal)
+    members = loaded.config.members if loaded.config else 0
+    assert len(cal["mu"]) == len(cal["recon_sigma"]) == len(meta["training"]["members"]) == members
 
 
 def test_score_is_pure(case: Case, fitted: AMADetector) -> None:
