@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from model.detector import AMADetector
 from schemas.settings import RetrainSettings
 from streamer import registry
-from streamer.gate import MIN_KEY_RECORDS, auroc, judge
+from streamer.gate import MIN_KEY_RECORDS, auroc, auroc_drop_se, judge
 from streamer.retrain import run_cycle
 from streamer.state import connect
 from streamer.window import sample_evenly
@@ -80,6 +80,41 @@ def test_auroc_matches_sklearn_with_ties() -> None:
     scores = rng.integers(0, 5, 300).astype(np.float64)  # many ties
     labels = rng.random(300) < 0.3
     assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores))
+
+
+def _paired(n: int, seed: int, noise: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n labelled records of each class; the challenger sees the champion's evidence through
+    extra noise, so it is a little worse and the two scores are correlated."""
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    old = labels * 1.2 + rng.normal(size=2 * n)
+    new = old + noise * rng.normal(size=2 * n)
+    return old, new, labels
+
+
+def test_auroc_drop_se_matches_a_paired_bootstrap() -> None:
+    old, new, labels = _paired(150, seed=0)
+    rng = np.random.default_rng(1)
+    pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
+    drops = []
+    for _ in range(2000):  # resample positives and negatives separately, both models together
+        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        drops.append(auroc(old[idx], labels[idx]) - auroc(new[idx], labels[idx]))
+    se = auroc_drop_se(old, new, labels)
+    assert se == pytest.approx(float(np.std(drops)), rel=0.12)
+    assert auroc_drop_se(old, old, labels) == 0.0  # same model: no uncertainty in the difference
+
+
+def test_gate_counts_an_auroc_drop_only_beyond_label_noise() -> None:
+    cfg = RetrainSettings()
+    quiet = (_rates(100, 0.0), 1.0)
+    for n, decision in ((60, "publish"), (3000, "reject")):  # the same ~0.04 drop both times
+        old, new, labels = _paired(n, seed=2, noise=0.7)
+        result = judge(cfg, champion=quiet, challenger=quiet, holdout_keys=["a"] * 100,
+                       labelled=(old, new, labels))  # fmt: skip
+        m = result.metrics
+        assert m["auroc_champion"] - m["auroc_challenger"] > cfg.margin_auroc  # above the margin
+        assert result.decision == decision, m
 
 
 def _rates(n: int, rate: float) -> np.ndarray:
