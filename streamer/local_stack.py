@@ -156,7 +156,7 @@ class LocalStack:
         config = self._write_kafka_config()
         logs = self.state_dir / "kafka-data"
         if not (logs / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = _cluster_id()
             result = subprocess.run(
                 [
                     java,
@@ -320,6 +320,15 @@ class LocalStack:
                 return True
         except OSError:
             return False
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id (22 url-safe base64 characters). Kafka's own generator skips
+    ids that start with '-' because its command line would read them as an option; so do we."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _marker(name: str, stack: LocalStack) -> str:

@@ -71,3 +71,13 @@ def test_down_leaves_a_process_it_did_not_start(tmp_path: Path) -> None:
         assert bystander.poll() is None
     finally:
         bystander.kill()
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    # One url-safe base64 id in 64 starts with '-', which kafka-storage's parser reads as a
+    # flag ("argument --cluster-id/-t: expected one argument"); CI once hit it.
+    from streamer.local_stack import _cluster_id
+
+    ids = [_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)

@@ -28,17 +28,17 @@ from streamer.worker import Worker, WorkerOptions
 
 DIM = 38
 KEYS = 4
-SHIFT = 5.0  # added to the first 5 features: the tiny champion flags about half of the rows
+SHIFT = 5.0  # added to the first 5 features: the worker flags about half of the shifted rows
 
 
 def normal(n: int, seed: int) -> np.ndarray:
     return synthetic_normal(n, DIM, seed)
 
 
-def shifted(n: int, seed: int) -> np.ndarray:
+def shifted(n: int, seed: int, by: float = SHIFT) -> np.ndarray:
     """Normal behaviour after a level shift of a few sensors (a new operating point)."""
     rows = synthetic_normal(n, DIM, seed)
-    rows[:, :5] += SHIFT
+    rows[:, :5] += by
     return rows
 
 
