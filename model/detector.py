@@ -223,21 +223,24 @@ class AMADetector:
         raw, recon, _, _ = self._raw(X)
         return {"feature": self._feature_z(raw), "recon": recon.mean(1), "z": self._z(raw, recon)}
 
+    def _member_z(self, values: np.ndarray, mu: str, sigma: str) -> np.ndarray:
+        """(n, K) member scores standardised by each member's calibrated ``mu`` / ``sigma``."""
+        cal = self._calibration
+        return (values - np.asarray(cal[mu])) / np.asarray(cal[sigma])
+
     def _feature_z(self, raw: np.ndarray) -> np.ndarray:
         """Members' mean one-sided z of s, (n, K) -> (n,)."""
-        cal = self._calibration
-        return ((raw - np.asarray(cal["mu"])) / np.asarray(cal["sigma"])).mean(1)
+        return self._member_z(raw, "mu", "sigma").mean(1)
 
     def _z(self, raw: np.ndarray, recon: np.ndarray) -> np.ndarray:
         """a(x) from (n, K) member scores: per member the calibrated feature-mismatch z plus
         ``recon_weight`` times the reconstruction-error z, averaged over the members."""
         cal = self._calibration
-        z = (raw - np.asarray(cal["mu"])) / np.asarray(cal["sigma"])
+        z = self._member_z(raw, "mu", "sigma")
         if cal["two_sided"]:
             z = np.abs(z)
         if cal["recon_weight"]:
-            r = (recon - np.asarray(cal["recon_mu"])) / np.asarray(cal["recon_sigma"])
-            z = z + cal["recon_weight"] * r
+            z = z + cal["recon_weight"] * self._member_z(recon, "recon_mu", "recon_sigma")
         return z.mean(1)
 
     def _raw(

@@ -70,9 +70,9 @@ def auroc_drop_se(old: np.ndarray, new: np.ndarray, labels: np.ndarray) -> float
         v10.append((ranks[labels] - _midranks(scores[labels])) / neg)
         v01.append(1.0 - (ranks[~labels] - _midranks(scores[~labels])) / pos)
     var = 0.0
-    for (a, b), n in (((v10[0], v10[1]), pos), ((v01[0], v01[1]), neg)):
+    for (of_old, of_new), n in ((v10, pos), (v01, neg)):
         if n > 1:
-            var += float(np.var(a - b, ddof=1)) / n
+            var += float(np.var(of_old - of_new, ddof=1)) / n
     return math.sqrt(var)
 
 
