@@ -20,8 +20,8 @@ from typing import Any, Literal
 import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from streamer.producer import producer_config
-from streamer.worker import consumer_config
+from streamer.worker.loop import consumer_config
+from streamer.worker.outbox import producer_config
 
 __all__ = ["LoopSpec", "main"]
 
@@ -80,7 +80,7 @@ def _settings(spec: LoopSpec) -> Any:
 def _run_worker(spec: LoopSpec, ready: Event, go: Event, stop: Event) -> None:
     # Imported here, not at the top: torch takes seconds to import, and the passthrough and
     # River processes must not pay (or be measured with) it.
-    from streamer.app import build_worker
+    from streamer.worker.assemble import build_worker
 
     worker = build_worker(_settings(spec))
     ready.set()

@@ -14,7 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from bench.data import BenchError
@@ -54,6 +60,14 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+# Answers while a group's coordinator is being elected or moved; the next poll asks again.
+_COORDINATOR_MOVING = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+)
+
+
 class _Progress:
     """Committed offsets and membership of one consumer group."""
 
@@ -69,7 +83,14 @@ class _Progress:
         return sum(max(tp.offset, 0) for tp in got)
 
     def stable_members(self) -> int:
-        desc = self._admin.describe_consumer_groups([self._group])[self._group].result(10)
+        """Members holding partitions once the group is stable; 0 before, also while the
+        group coordinator is still being found or moving (a retriable answer)."""
+        try:
+            desc = self._admin.describe_consumer_groups([self._group])[self._group].result(10)
+        except KafkaException as exc:
+            if exc.args[0].retriable() or exc.args[0].code() in _COORDINATOR_MOVING:
+                return 0
+            raise
         if desc.state != ConsumerGroupState.STABLE:
             return 0
         return sum(1 for m in desc.members if m.assignment.topic_partitions)

@@ -57,7 +57,7 @@ def row_from(name: str, what: str, samples: list[Sample]) -> Row:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One target of issue 5 and whether this run met it."""
+    """One throughput or latency target and whether this run met it."""
 
     name: str
     value: float
@@ -67,7 +67,7 @@ class Target:
 
 
 def targets(rows: dict[str, Row], latency: Latency) -> list[Target]:
-    """The targets of issue 5, computed from ratios within this run."""
+    """The throughput and latency targets, computed from ratios within this run."""
     pipe = rows["pipeline-1w"].records_per_s
     ratio = rows["pipeline-1w"].ratio_to_ceiling
     vs_single = pipe / rows["per-record"].records_per_s

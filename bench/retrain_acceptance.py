@@ -1,4 +1,4 @@
-"""Acceptance runs of the retrain job (issue 6) on real data: SMD machine telemetry.
+"""Acceptance runs of the retrain job on real data: SMD machine telemetry.
 
 A worker (production wiring, real Kafka + Redis) serves a champion trained on the machine's
 training half, while parts of its labelled test half are replayed.
@@ -50,12 +50,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from model.commands import train_cached
 from model.detector import AMADetector
 from schemas.settings import Settings, load_settings
-from streamer.app import build_worker
-from streamer.demo import MODEL
-from streamer.reload import publish_model
-from streamer.replay import Replay, replay
-from streamer.retrain import run_cycle
-from streamer.worker import Worker
+from streamer.devtools.demo import MODEL
+from streamer.devtools.replay import Replay, replay
+from streamer.lifecycle.registry import publish_manual
+from streamer.lifecycle.retrain import run_cycle
+from streamer.worker.assemble import build_worker
+from streamer.worker.loop import Worker
 
 KEY = "machine"
 
@@ -135,7 +135,7 @@ def deployment(args: argparse.Namespace, bundle: Path, **thresholds: Any) -> Ite
                  "device": "cpu"},
     )  # fmt: skip
     client = redis.Redis.from_url(args.redis_url)
-    publish_model(client, prefix, bundle)
+    publish_manual(client, prefix, bundle)
     worker = build_worker(settings, torch_threads=1)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

@@ -81,7 +81,7 @@ class _Row:
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> Report:
     """Run every row, the latency run and (optionally) the profile; clean up topics and keys."""
     if importlib.util.find_spec("river") is None:
-        raise data.BenchError("the river-hst row needs River: pip install 'ama-stream[dev]'")
+        raise data.BenchError("the river-hst row needs River: pip install 'ama-stream[bench]'")
     load_before = os.getloadavg()
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:8]

@@ -3,7 +3,8 @@
 #
 #   deploy/dev.sh setup   make/refresh the virtualenv and install the project (+ dev extras)
 #   deploy/dev.sh test    setup, lint, start the local Kafka + Redis, run the test suite, stop them
-#   deploy/dev.sh demo    setup, then `ama-stream demo` (brings up the stack itself)
+#   deploy/dev.sh demo    setup, then `ama-stream demo` (brings up the stack itself and stops
+#                         what it started); the full SMD data from ../shared/data/smd if present
 #
 # The virtualenv lives outside the checkout (AMA_VENV, default ~/.cache/ama-stream/venv) so that a
 # fresh clone reuses it and torch is downloaded once per machine, not once per run.
@@ -56,6 +57,10 @@ run_tests() {
 case "${1:-}" in
   setup) setup ;;
   test) shift; run_tests "$@" ;;
-  demo) shift; setup; cd "$ROOT"; exec ama-stream demo "$@" ;;
+  demo)
+    shift; setup; cd "$ROOT"
+    smd="$ROOT/../shared/data/smd"
+    if [ -d "$smd" ]; then set -- --data-dir "$smd" "$@"; fi
+    exec ama-stream demo "$@" ;;
   *) echo "usage: $0 setup|test|demo [args]" >&2; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""The quality evaluation behind ``ama-stream eval`` (issue 3's protocol and suites).
+"""The quality evaluation behind ``ama-stream eval`` (protocol and suites: docs/model.md).
 
 Protocol (one-class, identical for every detector): for each seed, a random 60% of the normal
 rows train the detector; the test set is the other 40% of normals plus every anomaly; features

@@ -1,6 +1,6 @@
 """The model store (the registry of bundles): a directory every worker can read, one
 sub-directory per model version. Files only: the serving pointer and history are Redis state
-in streamer/registry.py.
+in streamer/lifecycle/registry.py.
 
 A bundle is written into a hidden temporary directory (``.partial-<random>``) and renamed to
 its version name only when complete; ``rename`` of a directory within one file system is

@@ -197,7 +197,13 @@ class LimitSettings(_Section):
 class MetricsSettings(_Section):
     """Prometheus exposition."""
 
-    port: int = Field(default=9400, ge=0, le=65535, description="0 = pick a free port.")
+    port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of /metrics, /healthz, /readyz. Unset: 9400, or a free port if 9400 "
+        "is taken; set: must be free (0 = pick a free port).",
+    )
 
 
 class RetrainSettings(_Section):

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real local Kafka broker and Redis, and factories for fresh names.
+"""Shared fixtures: the real local Kafka broker and Redis, factories for fresh names, real tiny
+model bundles, and a private redis-server.
 
 Integration tests talk to the broker and Redis that `ama-stream local up` started (or to the ones
 named by AMA_TEST_BOOTSTRAP / AMA_TEST_REDIS_URL). Every test gets its own topics, consumer
@@ -10,10 +11,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
+import torch
 from confluent_kafka.admin import AdminClient, NewTopic
+from helpers import DIM, PrivateRedis, Topics, free_ports
+
+from model.testing import train_tiny_bundle
+
+torch.set_num_threads(1)  # 2 shared cores: keep the tests from fighting each other
 
 BOOTSTRAP = os.environ.get("AMA_TEST_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("AMA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -80,3 +88,35 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture
+def topics(topic_factory: Callable[..., str]) -> Topics:
+    """A worker's four topics; the input has 4 partitions."""
+    return Topics(
+        topic_factory("in", partitions=4),
+        topic_factory("scores"),
+        topic_factory("alerts"),
+        topic_factory("dlq"),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real trained 38-dim bundle (a few seconds, once per session)."""
+    return train_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", dim=DIM, seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second valid bundle with a different model version (for hot reload)."""
+    return train_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-2", dim=DIM, seed=1)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A Redis the test may stop and restart (outage tests)."""
+    server = PrivateRedis(free_ports(1)[0])
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,99 @@
+"""Assemble and run one worker from `Settings`: the model, Redis state, metrics, signals.
+
+The CLI (`ama-stream worker`), the demo and the benchmark all start workers through
+:func:`build_worker` / :func:`run_worker`, so they run exactly the production wiring.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import redis
+import torch
+
+from model.detector import AMADetector, pick_device
+from schemas.errors import ConfigError
+from schemas.settings import Settings
+from streamer.lifecycle.registry import current
+from streamer.lifecycle.reload import ModelSlot
+from streamer.probes import serve
+from streamer.state.client import connect_from_settings
+from streamer.state.verdicts import ThresholdState
+from streamer.worker.loop import Worker, WorkerOptions
+from streamer.worker.metrics import WorkerMetrics
+
+__all__ = ["build_worker", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def _bundle_path(settings: Settings, client: redis.Redis) -> Path:
+    """``model.bundle`` if set, else the bundle the group was last pointed at (the registry's
+    pointer), so a restarted worker serves the same version as its peers."""
+    if settings.model.bundle is not None:
+        return settings.model.bundle
+    try:
+        pointer = current(client, settings.redis.key_prefix)
+    except redis.RedisError as exc:
+        raise ConfigError(f"no model.bundle given and Redis is unreachable ({exc})") from None
+    if pointer is None:
+        raise ConfigError("no model.bundle given and none published (ama-stream model publish)")
+    return pointer.path
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    options: WorkerOptions | None = None,
+    metrics: WorkerMetrics | None = None,
+    torch_threads: int = 1,
+) -> Worker:
+    """A ready-to-run worker: the bundle loaded once onto its device, Redis state connected.
+
+    ``torch_threads`` bounds intra-op threads: a micro-batch is small, and extra threads only
+    contend with librdkafka's and the other workers' on a small machine.
+    """
+    torch.set_num_threads(torch_threads)
+    device = pick_device(settings.model.device)
+    client = connect_from_settings(settings)
+    detector = AMADetector.load(_bundle_path(settings, client), device=device)
+    slot = ModelSlot(detector, client=client, prefix=settings.redis.key_prefix, device=str(device))
+    verdicts = ThresholdState.from_settings(settings, client=client)
+    log.info(
+        "model loaded",
+        extra={
+            "model_version": detector.model_version,
+            "device": str(device),
+            "input_shape": list(detector.input_shape),
+        },
+    )
+    return Worker(settings, model=slot, verdicts=verdicts, metrics=metrics, options=options)
+
+
+def run_worker(settings: Settings, *, options: WorkerOptions | None = None) -> None:
+    """Log the effective config (secrets masked), serve metrics, run until SIGTERM/SIGINT.
+
+    The probe server starts first: a port clash is a misconfiguration and should end start-up
+    before a model is loaded.
+    """
+    log.info("effective configuration", extra={"settings": settings.redacted_dict()})
+    metrics = WorkerMetrics()
+    server = serve(metrics.probes(), settings.metrics.port)
+    log.info("metrics on /metrics, /healthz, /readyz", extra={"port": server.port})
+    try:
+        worker = build_worker(settings, options=options, metrics=metrics)
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal received; draining", extra={"signal": signal.Signals(signum).name})
+            worker.stop()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+        worker.run()
+    finally:
+        server.stop()

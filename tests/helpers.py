@@ -1,0 +1,228 @@
+"""Helpers every integration suite shares: producing and reading topics, committed offsets,
+free ports, a private redis-server, test settings, and a production-wired worker in a thread.
+
+Suite-specific helpers live beside their suites (worker/worker_support.py,
+lifecycle/retrain_support.py) and build on these.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from model.detector import AMADetector
+from schemas.settings import Settings, load_settings
+from streamer.lifecycle.reload import ModelSlot
+from streamer.state.client import connect
+from streamer.state.verdicts import ThresholdState
+from streamer.worker.loop import Worker, WorkerOptions
+from streamer.worker.metrics import WorkerMetrics
+from streamer.worker.pipeline import VerdictSource
+
+DIM = 38  # the dimension of the test bundles and records
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    scores: str
+    alerts: str
+    dlq: str
+
+
+def make_settings(
+    bootstrap: str,
+    group: str,
+    topics: Topics,
+    *,
+    redis_url: str = "",
+    prefix: str = "ama",
+    extra: dict[str, str] | None = None,
+    sections: dict[str, Any] | None = None,
+    **batch: Any,
+) -> Settings:
+    """Settings for a test worker: a 6 s session timeout (the broker's minimum) so a killed
+    member leaves the group quickly; ``sections`` adds whole settings sections (retrain, ...)."""
+    return load_settings(
+        kafka={
+            "bootstrap": bootstrap,
+            "group_id": group,
+            "input_topic": topics.input,
+            "scores_topic": topics.scores,
+            "alerts_topic": topics.alerts,
+            "dlq_topic": topics.dlq,
+            "extra": {
+                "session.timeout.ms": "6000",
+                "heartbeat.interval.ms": "500",
+                **(extra or {}),
+            },
+        },
+        redis={"url": redis_url or "redis://127.0.0.1:6379/0", "key_prefix": prefix},
+        batch={"max_records": 256, "max_wait_ms": 50, **batch},
+        metrics={"port": 0},
+        **(sections or {}),
+    )
+
+
+def make_worker(
+    settings: Settings,
+    detector: AMADetector,
+    verdicts: VerdictSource | None = None,
+    *,
+    options: WorkerOptions | None = None,
+) -> Worker:
+    """A worker wired like production (Redis thresholds and hot reload from ``settings.redis``,
+    the pointer checked every 0.2 s) unless ``verdicts`` replaces the Redis state."""
+    client = connect(settings.redis.url)
+    slot = ModelSlot(
+        detector, client=client, prefix=settings.redis.key_prefix, device="cpu", check_every_s=0.2
+    )
+    return Worker(
+        settings,
+        model=slot,
+        verdicts=verdicts or ThresholdState.from_settings(settings, client=client),
+        metrics=WorkerMetrics(),
+        options=options or WorkerOptions(revoke_budget_s=5.0, drain_budget_s=10.0),
+    )
+
+
+@contextmanager
+def running(worker: Worker) -> Iterator[Worker]:
+    """Run ``worker`` in a thread; stop and join it on exit (re-raising its exception), so a
+    worker that crashed fails the test that started it."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # surfaced in the test thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="worker", daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(60)
+        assert not thread.is_alive(), "worker did not stop within 60 s"
+    if errors:
+        raise errors[0]
+
+
+def produce(bootstrap: str, topic: str, items: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+    """Produce (key, value) pairs and wait for every acknowledgement."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for key, value in items:
+        producer.produce(topic, value=value, key=key)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, expect: int, timeout: float = 60.0, settle: float = 1.0
+) -> list[Message]:
+    """Read a topic from the beginning until ``expect`` messages arrived (then ``settle`` more
+    seconds to catch extras such as duplicates), or until ``timeout``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for m in consumer.consume(1000, timeout=0.2):
+                if m.error() is None:
+                    out.append(m)
+            if len(out) >= expect:
+                deadline = min(deadline, time.monotonic() + settle)
+    finally:
+        consumer.close()
+    return out
+
+
+def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition (-1001 = none)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in tps}
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    """How many records the group has committed past, over all partitions."""
+    return sum(max(0, offset) for offset in committed(bootstrap, group, topic).values())
+
+
+def counter_total(counter: Any) -> float:
+    """Sum of a prometheus counter over all its label values."""
+    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` free ports below the kernel's ephemeral range (32768+ here): a port picked by
+    binding to 0 is ephemeral, and on a busy machine an outgoing connection can take it
+    before the broker binds it (seen as "Address already in use")."""
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, on a free port, so stopping it cannot disturb anyone
+    else."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not on PATH (ama-stream local up installs it)"
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no"]  # fmt: skip
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "private redis-server did not start"
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
