@@ -20,7 +20,7 @@ from typing import Any, Literal
 import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from streamer.worker.loop import consumer_config
+from streamer.worker.config import consumer_config
 from streamer.worker.outbox import producer_config
 
 __all__ = ["LoopSpec", "main"]

@@ -22,6 +22,7 @@ import torch
 from model.bundle import BundleError, read_bundle, write_bundle
 from model.networks import AMAConfig, Ensemble, Kind, empty_ensemble, export_scorer
 from model.train import TrainSummary, train_networks
+from schemas.errors import ServiceError
 
 CLIP = 10.0  # standardised vectors are clipped to +-10 so one wild value cannot blow up a layer
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
@@ -254,16 +255,28 @@ class AMADetector:
         recons: list[np.ndarray] = []
         hats: list[torch.Tensor] = []
         norms: list[torch.Tensor] = []
+        rows, start = SCORE_CHUNK, 0
         with torch.inference_mode():
-            for start in range(0, arr.shape[0], SCORE_CHUNK):
-                chunk = torch.from_numpy(arr[start : start + SCORE_CHUNK])
-                xn = self._normalise(chunk, self._device)  # one host-to-device copy
-                s, err, x_hat = scorer(xn, keep_recon)
+            while start < arr.shape[0]:
+                chunk = torch.from_numpy(arr[start : start + rows])
+                try:
+                    xn = self._normalise(chunk, self._device)  # one host-to-device copy
+                    s, err, x_hat = scorer(xn, keep_recon)
+                except torch.cuda.OutOfMemoryError as exc:
+                    # A batch too large for what the device has free now: halve the chunk and
+                    # go on; a single row that does not fit is the device's problem, not the
+                    # record's (a caller must not dead-letter it).
+                    if rows == 1:
+                        raise ServiceError(f"{self._device} is out of memory: {exc}") from exc
+                    rows = max(1, rows // 2)
+                    torch.cuda.empty_cache()
+                    continue
                 raws.append(s.double().cpu().numpy())
                 recons.append(err.double().cpu().numpy())
                 if x_hat is not None:
                     hats.append(x_hat.cpu())
                     norms.append(xn.cpu())
+                start += len(chunk)
         if not raws:
             k = len(scorer.members)
             return np.zeros((0, k)), np.zeros((0, k)), None, None

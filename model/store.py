@@ -1,6 +1,7 @@
 """The model store (the registry of bundles): a directory every worker can read, one
-sub-directory per model version. Files only: the serving pointer and history are Redis state
-in streamer/lifecycle/registry.py.
+sub-directory per model version. The serving pointer and history are Redis state
+(streamer/lifecycle/registry.py); the store keeps a copy of the last published pointer
+(``serving.json``) so that a Redis that lost its data can be pointed at it again.
 
 A bundle is written into a hidden temporary directory (``.partial-<random>``) and renamed to
 its version name only when complete; ``rename`` of a directory within one file system is
@@ -18,9 +19,12 @@ from pathlib import Path
 
 from model.detector import AMADetector
 
-__all__ = ["PARTIAL_PREFIX", "ModelStore"]
+__all__ = ["PARTIAL_PREFIX", "SERVING", "ModelStore"]
 
 PARTIAL_PREFIX = ".partial-"
+#: The last pointer published through a registry that knew this store: lets the serving version
+#: survive the loss of Redis (streamer/lifecycle/registry.py restores it).
+SERVING = "serving.json"
 
 
 class ModelStore:
@@ -48,13 +52,30 @@ class ModelStore:
         _fsync_dir(self.root)  # make the rename itself durable before a pointer names it
         return target
 
+    def record_serving(self, pointer: bytes) -> None:
+        """Keep the pointer that was just published (atomically; only in an existing store,
+        so a publish from an unrelated folder creates no directory)."""
+        if not self.root.is_dir():
+            return
+        partial = self.root / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}.json"
+        partial.write_bytes(pointer)
+        os.replace(partial, self.root / SERVING)
+
+    def serving(self) -> bytes | None:
+        """The pointer :meth:`record_serving` kept, if any."""
+        path = self.root / SERVING
+        return path.read_bytes() if path.is_file() else None
+
     def sweep(self) -> list[Path]:
         """Remove what dead jobs left half-written; call only while holding the retrain lock."""
         if not self.root.is_dir():
             return []
         stale = [p for p in self.root.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
         for p in stale:
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
         return stale
 
 

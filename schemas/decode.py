@@ -10,13 +10,19 @@ rejecting only the offending rows. Tests check that a record is accepted here ex
 One bad record never raises and never spoils its neighbours: it becomes a :class:`Reject` with
 a stable code (see :data:`REJECT_CODES` and docs/contracts.md) and the worker sends it to the
 dead-letter topic.
+
+Two rules go beyond the pydantic models: a record that names a field twice is refused
+(``duplicate_field``; JSON parsers disagree on which copy wins, and a record must mean the same
+to every consumer), and ``ts`` must lie in [1970, 2100) (``ts_out_of_range``, which the models
+apply too).
 """
 
 from __future__ import annotations
 
+import json
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
@@ -24,7 +30,7 @@ import orjson
 
 from schemas.framing import FrameError, decode_frame, is_frame
 from schemas.records import F32_MAX, IMAGE_DTYPES, PayloadError, image_pixels
-from schemas.timestamps import TimestampError, parse_ts
+from schemas.timestamps import TS_MAX, TS_MIN, TimestampError, parse_ts
 
 __all__ = ["REJECT_CODES", "DecodedBatch", "Reject", "decode_images", "decode_vectors"]
 
@@ -39,6 +45,8 @@ REJECT_CODES: Final[dict[str, str]] = {
     "wrong_type": "a field has the wrong JSON type or a value outside its allowed set",
     "wrong_dimension": "the vector length or image shape is not the model's input shape",
     "non_finite": "a reading or pixel is NaN, infinite, or beyond the float32 range",
+    "ts_out_of_range": "ts is before 1970-01-01 or from 2100-01-01 on (UTC)",
+    "duplicate_field": "the record names a field twice",
     "bad_base64": "image data is not valid standard base64",
     "bad_image_shape": "an image shape is malformed or does not match its byte count",
     "bad_frame": "a binary image frame is malformed (see docs/contracts.md, frame layout)",
@@ -75,9 +83,42 @@ class _Bad(Exception):
         self.detail = detail
 
 
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        names = [name for name, _ in pairs]
+        twice = next(name for name in names if names.count(name) > 1)
+        raise _Bad("duplicate_field", f"field {twice!r} appears twice")
+    return doc
+
+
+def _quotes(doc: Any) -> int:
+    """How many ``"`` characters a JSON text of ``doc`` has when each member appears once."""
+    kind = type(doc)
+    if kind is str:
+        return 2 + doc.count('"')
+    if kind is dict:
+        return sum(2 + name.count('"') + _quotes(value) for name, value in doc.items())
+    if kind is list:
+        return sum(_quotes(value) for value in doc)
+    return 0
+
+
+def _check_unique(value: bytes, doc: dict[str, Any]) -> None:
+    """Refuse a record that names a field twice (at any depth).
+
+    orjson keeps the last copy silently. Every member a JSON object names adds at least the two
+    quotes around its name, so a text with exactly the quotes its parsed document accounts for
+    has no duplicate; only one with more (or with escaped quotes) is re-parsed exactly with the
+    standard library, which reports every pair.
+    """
+    if value.count(b'"') != _quotes(doc):
+        json.loads(value, object_pairs_hook=_unique_object)
+
+
 def _load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     """Size-check and parse one value into a JSON object, or raise _Bad."""
-    if not value:
+    if value is None or not value:
         raise _Bad("empty", "message value is empty")
     if len(value) > max_bytes:
         raise _Bad("oversized", f"message is {len(value)} bytes, limit {max_bytes}")
@@ -93,6 +134,7 @@ def _load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise _Bad(code, f"not valid JSON: {exc}") from None
     if type(doc) is not dict:
         raise _Bad("not_object", f"JSON document is a {type(doc).__name__}, not an object")
+    _check_unique(value, doc)
     return doc
 
 
@@ -125,6 +167,25 @@ def _check_attrs(doc: dict[str, Any]) -> None:
         raise _Bad("wrong_type", "attrs must be an object of strings")
 
 
+def _drop(batch: DecodedBatch, keep: np.ndarray, code: str, detail: str) -> DecodedBatch:
+    """``batch`` without the rows where ``keep`` is False; each of those becomes a reject."""
+    if keep.all():
+        return batch
+    dropped = [Reject(int(batch.index[row]), code, detail) for row in np.flatnonzero(~keep)]
+    rejects = sorted(batch.rejects + dropped, key=lambda reject: reject.index)
+    kept = np.flatnonzero(keep).tolist()
+    return DecodedBatch(
+        batch.values[keep], [batch.keys[row] for row in kept], batch.ts[keep],
+        batch.index[keep], rejects,
+    )  # fmt: skip
+
+
+def _drop_out_of_range(batch: DecodedBatch) -> DecodedBatch:
+    """Checked once per batch, vectorised, for every path a ts can come in by."""
+    ok = (batch.ts >= TS_MIN) & (batch.ts < TS_MAX)
+    return _drop(batch, ok, "ts_out_of_range", "ts is outside 1970-01-01 .. 2100-01-01 (UTC)")
+
+
 def _empty(rejects: list[Reject], tail: tuple[int, ...]) -> DecodedBatch:
     return DecodedBatch(
         values=np.empty((0, *tail), dtype=np.float32),
@@ -155,6 +216,12 @@ def decode_vectors(raw: Sequence[bytes | None], *, dim: int, max_bytes: int) -> 
                     raise ValueError
                 doc = loads(value)  # type: ignore[arg-type]
                 key, ts, values = doc["key"], doc["ts"], doc["values"]
+                # _check_unique for the plain record: 6 quotes around the names, 2 around
+                # the key; anything else takes the general check.
+                if (
+                    len(doc) != 3 or type(key) is not str or value.count(b'"') != 8 + key.count('"')  # type: ignore[union-attr]
+                ):
+                    _check_unique(value, doc)  # type: ignore[arg-type]
             except (TypeError, ValueError, KeyError):  # JSONDecodeError is a ValueError
                 doc = _load_object(value, max_bytes)
                 key, ts = _key_and_ts(doc)
@@ -181,16 +248,12 @@ def decode_vectors(raw: Sequence[bytes | None], *, dim: int, max_bytes: int) -> 
 
     # (n, dim) float64 first, so that a reading too large for float32 is caught, not rounded.
     values64 = np.frombuffer(readings, dtype=np.float64).reshape(len(keys), dim)
-    ok = (np.abs(values64) <= F32_MAX).all(axis=1)  # orjson never yields NaN/inf itself
-    ts_arr = np.array(ts_list, dtype=np.float64)
-    index_arr = np.array(index, dtype=np.int64)
-    if not ok.all():
-        for row in np.flatnonzero(~ok).tolist():
-            rejects.append(Reject(index[row], "non_finite", "a reading is beyond float32 range"))
-        rejects.sort(key=lambda reject: reject.index)
-        values64, ts_arr, index_arr = values64[ok], ts_arr[ok], index_arr[ok]
-        keys = [keys[row] for row in np.flatnonzero(ok).tolist()]
-    return DecodedBatch(values64.astype(np.float32), keys, ts_arr, index_arr, rejects)
+    finite = np.all(np.abs(values64) <= F32_MAX, axis=1)  # orjson never yields NaN/inf itself
+    batch = DecodedBatch(
+        values64, keys, np.array(ts_list, np.float64), np.array(index, np.int64), rejects
+    )
+    batch = _drop_out_of_range(_drop(batch, finite, "non_finite", "a reading is beyond float32"))
+    return replace(batch, values=batch.values.astype(np.float32))
 
 
 def _json_image(doc: dict[str, Any]) -> np.ndarray:
@@ -260,10 +323,12 @@ def decode_images(
         index.append(i)
     if not keys:
         return _empty(rejects, tuple(shape))
-    return DecodedBatch(
-        values=out[: len(keys)],
-        keys=keys,
-        ts=np.array(ts_list, dtype=np.float64),
-        index=np.array(index, dtype=np.int64),
-        rejects=rejects,
+    return _drop_out_of_range(
+        DecodedBatch(
+            values=out[: len(keys)],
+            keys=keys,
+            ts=np.array(ts_list, dtype=np.float64),
+            index=np.array(index, dtype=np.int64),
+            rejects=rejects,
+        )
     )

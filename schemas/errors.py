@@ -14,3 +14,16 @@ class AmaStreamError(Exception):
 
 class ConfigError(AmaStreamError):
     """The configuration is invalid or incomplete."""
+
+
+class ServiceError(AmaStreamError):
+    """A service a job depends on (Kafka, Redis, the device) cannot do its part right now.
+
+    Not caused by the records being processed, so the worker never dead-letters a record for
+    it: it waits, or, when ``fatal`` (wrong credentials, missing permissions), stops with this
+    message, since waiting cannot help.
+    """
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal

@@ -22,6 +22,7 @@ from schemas.errors import AmaStreamError
 from schemas.records import Key
 
 __all__ = [
+    "DLQ_MAX_PAYLOAD",
     "Alert",
     "DeadLetter",
     "EventError",
@@ -112,13 +113,28 @@ class Alert(_Event):
         return self
 
 
+#: Largest part of an original value a dead letter carries: base64 makes it 4/3 larger, and the
+#: letter must stay under the broker's default 1 MB ``message.max.bytes`` with room to spare
+#: (one the broker refuses would block the partition). A longer value is cut to this prefix;
+#: its full size and SHA-256 say what the original was.
+DLQ_MAX_PAYLOAD = 512 * 1024
+
+
 class DeadLetter(_Event):
     """A record the worker could not process, with its original bytes, on the DLQ topic."""
 
     error: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Short stable code.")
     detail: str = Field(description="What went wrong, for a person.")
     source: Source
-    payload_b64: str = Field(description="Standard base64 of the original value, untouched.")
+    payload_b64: str = Field(
+        description="Standard base64 of the original value, untouched; only its first "
+        "DLQ_MAX_PAYLOAD (512 KiB) bytes when payload_truncated."
+    )
+    payload_bytes: NonNegativeInt = Field(description="Size of the original value in bytes.")
+    payload_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the whole original value (hex)."
+    )
+    payload_truncated: bool = Field(description="payload_b64 holds only a prefix.")
     failed_at: EpochSeconds
 
     @classmethod
@@ -126,11 +142,15 @@ class DeadLetter(_Event):
         cls, *, error: str, detail: str, source: Source, payload: bytes | None, failed_at: float
     ) -> DeadLetter:
         """Build a dead letter from the raw message value (``None`` becomes empty)."""
+        payload = payload or b""
         return cls(
             error=error,
             detail=detail,
             source=source,
-            payload_b64=base64.b64encode(payload or b"").decode("ascii"),
+            payload_b64=base64.b64encode(payload[:DLQ_MAX_PAYLOAD]).decode("ascii"),
+            payload_bytes=len(payload),
+            payload_sha256=hashlib.sha256(payload).hexdigest(),
+            payload_truncated=len(payload) > DLQ_MAX_PAYLOAD,
             failed_at=failed_at,
         )
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.timestamps import parse_ts
+from schemas.timestamps import in_range, parse_ts
 
 __all__ = [
     "F32_MAX",
@@ -61,10 +62,16 @@ Key = Annotated[
 Timestamp = Annotated[
     float,
     BeforeValidator(parse_ts),
+    AfterValidator(in_range),
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "description": "Epoch seconds."},
+                {
+                    "type": "number",
+                    "minimum": 0,
+                    "exclusiveMaximum": 4102444800,
+                    "description": "Epoch seconds, 1970-01-01 .. 2100-01-01.",
+                },
                 {"type": "string", "description": "ISO-8601; without an offset it means UTC."},
             ]
         },

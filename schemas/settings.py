@@ -39,6 +39,7 @@ __all__ = [
     "RetrainSettings",
     "Settings",
     "ThresholdSettings",
+    "WorkerSettings",
     "load_settings",
 ]
 
@@ -194,6 +195,27 @@ class LimitSettings(_Section):
     max_dims: int = Field(default=4096, ge=1)
 
 
+class WorkerSettings(_Section):
+    """How a worker meets faults (docs/worker.md, "Failure semantics")."""
+
+    on_error: Literal["dead-letter", "stop"] = Field(
+        default="dead-letter",
+        description="When processing raises: dead-letter the records that cause it (found by "
+        "splitting the batch) and go on, or stop the worker uncommitted.",
+    )
+    max_held_records: int = Field(
+        default=200_000,
+        ge=1,
+        description="Records judged without Redis that a worker holds before it pauses "
+        "consumption until Redis is back (about 100 bytes each).",
+    )
+    startup_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long start-up waits for Kafka and Redis to answer before exiting.",
+    )
+
+
 class MetricsSettings(_Section):
     """Prometheus exposition."""
 
@@ -293,6 +315,7 @@ class Settings(BaseSettings):
     thresholds: ThresholdSettings = ThresholdSettings()
     alerts: AlertSettings = AlertSettings()
     limits: LimitSettings = LimitSettings()
+    worker: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()
     retrain: RetrainSettings = RetrainSettings()
 

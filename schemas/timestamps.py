@@ -11,7 +11,14 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["TimestampError", "parse_ts"]
+__all__ = ["TS_MAX", "TS_MIN", "TimestampError", "in_range", "parse_ts"]
+
+#: The accepted event-time range, [1970-01-01, 2100-01-01) UTC. A fixed range (not "now plus
+#: a margin") keeps decoding deterministic, so a replay judges a record as the first pass did;
+#: it still refuses the values that are certainly wrong (negative epochs, milliseconds sent as
+#: seconds, 1e300, the year 9999), which would otherwise become alert start times.
+TS_MIN = 0.0
+TS_MAX = 4_102_444_800.0
 
 
 class TimestampError(ValueError):
@@ -43,3 +50,10 @@ def parse_ts(value: Any) -> float:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp()
     raise TimestampError(f"ts must be a number or an ISO-8601 string, not {type(value).__name__}")
+
+
+def in_range(ts: float) -> float:
+    """``ts`` if it lies in [:data:`TS_MIN`, :data:`TS_MAX`), else :class:`TimestampError`."""
+    if not TS_MIN <= ts < TS_MAX:
+        raise TimestampError("ts is outside 1970-01-01 .. 2100-01-01 (epoch seconds)")
+    return ts

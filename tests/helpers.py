@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -27,7 +28,8 @@ from schemas.settings import Settings, load_settings
 from streamer.lifecycle.reload import ModelSlot
 from streamer.state.client import connect
 from streamer.state.verdicts import ThresholdState
-from streamer.worker.loop import Worker, WorkerOptions
+from streamer.worker.config import WorkerOptions
+from streamer.worker.loop import Worker
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.pipeline import VerdictSource
 
@@ -198,11 +200,12 @@ def free_ports(n: int) -> list[int]:
 
 class PrivateRedis:
     """A redis-server of this test's own, on a free port, so stopping it cannot disturb anyone
-    else."""
+    else. ``password`` makes it require one."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, password: str | None = None) -> None:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
+        self._password = password
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -210,8 +213,10 @@ class PrivateRedis:
         assert binary, "redis-server is not on PATH (ama-stream local up installs it)"
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no"]  # fmt: skip
+        if self._password:
+            argv += ["--requirepass", self._password]
         self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        client = redis.Redis.from_url(self.url, password=self._password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -223,6 +228,17 @@ class PrivateRedis:
 
     def stop(self) -> None:
         if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)  # a hung server must wake to hear SIGTERM
             self._proc.terminate()
             self._proc.wait(10)
             self._proc = None
+
+    def hang(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers, as in a
+        long GC pause or a stuck host. Its data survives."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def wake(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)

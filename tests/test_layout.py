@@ -17,32 +17,18 @@ FIRST_PARTY = ("schemas", "model", "streamer", "bench")
 KAFKA_REDIS = ("confluent_kafka", "faust", "redis")
 
 #: Package (module prefix) -> module prefixes it must never import (docs/internals.md).
+EDGES = ("streamer.cli", "streamer.devtools", "bench")
+SERVICES = ("torch", "model", "streamer.worker", "streamer.lifecycle")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "schemas": ("torch", *KAFKA_REDIS, "model", "streamer", "bench"),
     "model": (*KAFKA_REDIS, "streamer", "bench"),
-    "streamer.probes": (
-        "torch",
-        "model",
-        "streamer.worker",
-        "streamer.state",
-        "streamer.lifecycle",
-        "streamer.cli",
-        "streamer.devtools",
-        "bench",
-    ),
     "streamer.logs": ("streamer.", "bench"),
-    "streamer.state": (
-        "torch",
-        "confluent_kafka",
-        "model",
-        "streamer.worker",
-        "streamer.lifecycle",
-        "streamer.cli",
-        "streamer.devtools",
-        "bench",
-    ),
-    "streamer.lifecycle": ("streamer.worker", "streamer.cli", "streamer.devtools", "bench"),
-    "streamer.worker": ("streamer.cli", "streamer.devtools", "bench"),
+    "streamer.probes": (*SERVICES, "streamer.state", *EDGES),
+    "streamer.topics": (*SERVICES, "streamer.state", *EDGES),
+    "streamer.preflight": (*SERVICES, *EDGES),
+    "streamer.state": (*SERVICES, "confluent_kafka", *EDGES),
+    "streamer.lifecycle": ("streamer.worker", *EDGES),
+    "streamer.worker": EDGES,
     "streamer.devtools": ("streamer.cli", "bench"),
     "bench": ("streamer.cli",),
 }

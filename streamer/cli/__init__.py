@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from schemas.errors import AmaStreamError
-from streamer.cli import jobs, local, model, tools
+from streamer.cli import jobs, local, model, tools, topics
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -19,6 +19,7 @@ app = typer.Typer(
     help="Streaming anomaly detection on Kafka with an Adversarial Mirrored Autoencoder.",
 )
 app.add_typer(local.app, name="local")
+app.add_typer(topics.app, name="topics")
 app.add_typer(jobs.app)
 app.add_typer(model.app)
 app.add_typer(tools.app)

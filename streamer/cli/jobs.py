@@ -122,6 +122,7 @@ def retrain(
     )  # fmt: skip
     log = logging.getLogger("streamer.lifecycle.retrain")
     log.info("effective configuration", extra={"settings": settings.redacted_dict()})
+    job.preflight(settings)
     if every is None:
         result = job.run_cycle(settings)
         typer.echo(f"decision: {result.decision}")

@@ -102,19 +102,25 @@ def publish(
     config: Config = None,
     redis_url: RedisUrl = None,
     redis_prefix: RedisPrefix = None,
+    store: Store = None,
 ) -> None:
     """Point every worker at BUNDLE (they swap within seconds, no restart).
 
     The bundle is checked against what the group serves first (kind, input shape, finite
     scores). Recorded in `model list`; `model rollback` undoes it.
     """
+    from model.store import ModelStore
     from schemas.settings import load_settings
     from streamer.lifecycle import registry
     from streamer.state.client import connect_from_settings
 
-    settings = load_settings(config, redis={"url": redis_url, "key_prefix": redis_prefix})
-    client = connect_from_settings(settings)
-    entry = registry.publish_manual(client, settings.redis.key_prefix, bundle, force=force)
+    settings = load_settings(
+        config, redis={"url": redis_url, "key_prefix": redis_prefix}, retrain={"store": store}
+    )
+    client, model_store = connect_from_settings(settings), ModelStore(settings.retrain.store)
+    entry = registry.publish_manual(
+        client, settings.redis.key_prefix, bundle, force=force, store=model_store
+    )
     typer.echo(f"published {bundle} as model_version {entry['version']}")
 
 

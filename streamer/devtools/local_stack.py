@@ -124,8 +124,9 @@ class LocalStack:
         data = self.state_dir / "redis"
         data.mkdir(exist_ok=True)
         self._check_port_free(self.redis_port, "redis")
-        # No persistence: the local Redis holds rolling statistics that rebuild from traffic, and
-        # fsyncs would only slow tests down.
+        # Persistence on (an append-only file, fsync every second): the model pointer, the model
+        # history and open alert episodes must survive a Redis restart, as they would in any
+        # deployment. No RDB snapshots on top: the append-only file is enough.
         argv = [
             binary,
             "--port",
@@ -137,7 +138,9 @@ class LocalStack:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--daemonize",
             "no",
         ]

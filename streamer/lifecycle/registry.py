@@ -46,6 +46,7 @@ __all__ = [
     "publish",
     "publish_manual",
     "record",
+    "restore",
     "rollback",
 ]
 
@@ -224,6 +225,7 @@ def publish(
     version: str | None = None,
     lock: RetrainLock | None = None,
     force: bool = False,
+    store: ModelStore | None = None,
 ) -> dict[str, Any]:
     """Point every worker at ``bundle`` and record it; returns the history entry written.
 
@@ -232,7 +234,8 @@ def publish(
     decision rests on (what it read as serving; a retrain cycle: its champion): if the pointer
     moved since, nothing changes and :class:`Superseded` is raised. ``version``, if given, is
     what the bundle must be. ``lock`` fences a retrain cycle's publish; ``force`` skips the
-    kind and shape check (:func:`check_bundle`).
+    kind and shape check (:func:`check_bundle`). ``store`` keeps a copy of the new pointer
+    (:func:`restore` uses it if Redis loses its data).
     """
     read, serving = _read(client, prefix)
     if based_on != serving:
@@ -252,17 +255,44 @@ def publish(
         "parent_path": str(serving.path) if serving else None,
     }
     _commit(client, prefix, read=read, lock=lock, pointer=pointer, entry=full)
+    if store is not None:
+        store.record_serving(pointer.dumps())
     return full
 
 
 def publish_manual(
-    client: redis.Redis, prefix: str, bundle: Path, *, force: bool = False
+    client: redis.Redis,
+    prefix: str,
+    bundle: Path,
+    *,
+    force: bool = False,
+    store: ModelStore | None = None,
 ) -> dict[str, Any]:
     """What ``ama-stream model publish`` does: publish ``bundle`` over whatever serves now."""
     return publish(
         client, prefix, bundle, {"decision": "published", "trigger": {"reason": "manual"}},
-        based_on=current(client, prefix), force=force,
+        based_on=current(client, prefix), force=force, store=store,
     )  # fmt: skip
+
+
+def restore(client: redis.Redis, prefix: str, store: ModelStore) -> Pointer | None:
+    """The serving pointer; if Redis has none (it lost its data) but the model store kept the
+    last one published, that one is put back first and a ``restored`` entry recorded.
+
+    Set only if still absent (two workers starting together restore it once), and never over
+    a pointer someone published meanwhile.
+    """
+    pointer = current(client, prefix)
+    kept = store.serving()
+    if pointer is not None or kept is None:
+        return pointer
+    restored = Pointer.parse(kept)
+    entry = {"decision": "restored", "version": restored.version, "path": str(restored.path)}
+    try:
+        _commit(client, prefix, read=b"", lock=None, pointer=restored, entry=entry)
+    except Superseded:  # another worker restored it, or someone published, a moment ago
+        return current(client, prefix)
+    return restored
 
 
 def record(client: redis.Redis, prefix: str, lock: RetrainLock, entry: dict[str, Any]) -> None:
@@ -307,4 +337,6 @@ def rollback(
     if path is None:
         raise RegistryError(f"version {to} is not in the history or the model store")
     entry = {"decision": "rollback"}
-    return publish(client, prefix, path, entry, based_on=serving, version=to, force=force)
+    return publish(
+        client, prefix, path, entry, based_on=serving, version=to, force=force, store=store
+    )

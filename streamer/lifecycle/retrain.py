@@ -39,13 +39,15 @@ from streamer.lifecycle import registry
 from streamer.lifecycle.drift import DriftMetrics, score_drift
 from streamer.lifecycle.gate import judge
 from streamer.lifecycle.training_set import TrainingSet, build_training_set
+from streamer.preflight import check_kafka, check_redis
 from streamer.probes import Probes, serve
-from streamer.state.client import connect_from_settings
+from streamer.state.client import connect_from_settings, redis_where
 
 __all__ = [
     "CycleResult",
     "RetrainError",
     "check_drift",
+    "preflight",
     "run_cycle",
     "run_schedule",
     "train_challenger",
@@ -146,7 +148,7 @@ def run_cycle(
         try:
             entry = registry.publish(
                 client, prefix, path, {**entry, "decision": "published"},
-                based_on=serving, lock=lock,
+                based_on=serving, lock=lock, store=store,
             )  # fmt: skip
         except registry.Superseded:
             entry.update(decision="superseded", reasons=["another version was published meanwhile"])
@@ -159,6 +161,20 @@ def run_cycle(
         return CycleResult("published", entry)
     finally:
         lock.release()
+
+
+def preflight(settings: Settings) -> None:
+    """Kafka, Redis and the topics a cycle reads are there and accept us, or one clear
+    :class:`~streamer.preflight.StartupError` (streamer/preflight.py)."""
+    kafka, cfg = settings.kafka, settings.retrain
+    topics = [
+        kafka.input_topic,
+        kafka.scores_topic,
+        *([cfg.labels_topic] if cfg.labels_topic else []),
+    ]
+    timeout = settings.worker.startup_timeout_s
+    check_kafka(settings, topics, timeout_s=timeout)
+    check_redis(connect_from_settings(settings), timeout_s=timeout, where=redis_where(settings))
 
 
 def check_drift(settings: Settings, metrics: DriftMetrics) -> float:

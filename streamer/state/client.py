@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import redis
 from redis.backoff import NoBackoff
@@ -14,9 +14,10 @@ if TYPE_CHECKING:
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "SOCKET_TIMEOUT_S",
-    "UNREACHABLE",
+    "classify",
     "connect",
     "connect_from_settings",
+    "redis_where",
 ]
 
 # Redis answers a local connect in well under a millisecond; 0.5 s tolerates a busy network
@@ -27,12 +28,34 @@ CONNECT_TIMEOUT_S = 0.5
 # loop.
 SOCKET_TIMEOUT_S = 1.0
 
-#: Errors that mean "Redis cannot be reached right now", as opposed to a bad request.
-UNREACHABLE: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,  # includes BusyLoadingError (server still loading)
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,  # talking to a replica during a failover
+_E = redis.exceptions
+#: Redis refused who we are: wrong password, unknown user, or an ACL that forbids a command.
+_REFUSED: tuple[type[Exception], ...] = (
+    _E.AuthenticationError,
+    _E.AuthorizationError,
+    _E.NoPermissionError,
+    _E.AuthenticationWrongNumberOfArgsError,
 )
+#: Redis cannot serve anyone right now; waiting helps.
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    _E.ConnectionError,  # includes BusyLoadingError (the server is still loading its data)
+    _E.TimeoutError,
+    _E.ReadOnlyError,  # a replica, during a failover
+    _E.OutOfMemoryError,  # maxmemory reached
+    _E.TryAgainError,
+    _E.ClusterDownError,  # includes MASTERDOWN
+)
+
+
+def classify(exc: redis.RedisError) -> Literal["refused", "unavailable", "request"]:
+    """Whether an error is about our credentials (``refused``: fatal), about Redis being
+    unable to serve for now (``unavailable``, incl. OOM and BUSY replies: wait), or about the
+    request itself (``request``)."""
+    if isinstance(exc, _REFUSED):
+        return "refused"
+    if isinstance(exc, _UNAVAILABLE) or str(exc).startswith("BUSY"):
+        return "unavailable"
+    return "request"
 
 
 def connect(
@@ -55,6 +78,11 @@ def connect(
         socket_timeout=socket_timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
+
+
+def redis_where(settings: Settings) -> str:
+    """The Redis address for messages, with any password in the URL masked."""
+    return str(settings.redacted_dict()["redis"]["url"])
 
 
 def connect_from_settings(settings: Settings) -> redis.Redis:

@@ -7,8 +7,10 @@ gets back, per record, the threshold and the verdict, plus the alert transitions
 Statistics are per model version so that a new model's score scale never inherits old stats;
 the alert state and the last applied offset per partition are not, so an episode that spans a
 hot swap still resolves once and a replayed record is still recognised. If Redis cannot be
-reached, :meth:`ThresholdState.apply` does not raise: it answers from thresholds cached in this
-process, flags the batch degraded and retries with backoff. See docs/thresholds.md.
+reached (or answers OOM, BUSY, LOADING), :meth:`ThresholdState.apply` does not raise: it answers
+from thresholds cached in this process, flags the batch degraded and retries with backoff. If
+Redis refuses the credentials it raises a fatal :class:`~schemas.errors.ServiceError`: waiting
+cannot help. See docs/thresholds.md.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import redis
 
-from schemas.errors import AmaStreamError
+from schemas.errors import AmaStreamError, ServiceError
 from schemas.events import Alert
 from streamer.state.alerts import AlertPolicy
-from streamer.state.client import UNREACHABLE, connect_from_settings
+from streamer.state.client import classify, connect_from_settings
 from streamer.state.script import KeyReading, Reply, VerdictScript
 from streamer.state.thresholds import ThresholdPolicy
 
@@ -163,6 +165,12 @@ class ThresholdState:
         """True while the last attempt to reach Redis failed."""
         return self._backoff.failing
 
+    def cached(self) -> CachedVerdicts:
+        """The same verdict source answering from this worker's cache only, without Redis: for
+        batches that must not reach the shared state before older held ones do
+        (streamer/worker/backlog.py)."""
+        return CachedVerdicts(self)
+
     # The batch ---------------------------------------------------------------------------------
 
     def apply(
@@ -217,12 +225,15 @@ class ThresholdState:
         }
         try:
             reply = self._run(batch)
-        except UNREACHABLE as exc:
+        except redis.RedisError as exc:
+            kind = classify(exc)
+            if kind == "refused":
+                raise ServiceError(f"Redis refused this worker: {exc}", fatal=True) from None
+            if kind == "request":
+                raise ThresholdStateError(f"threshold script failed: {exc}") from exc
             wait = self._backoff.failed()
-            log.warning("Redis unreachable (%s); degraded verdicts, next try in %.2fs", exc, wait)
+            log.warning("Redis unavailable (%s); degraded verdicts, next try in %.2fs", exc, wait)
             return self._degraded(model_version, floor, keys, scores)
-        except redis.exceptions.RedisError as exc:
-            raise ThresholdStateError(f"threshold script failed: {exc}") from exc
         if self._backoff.failing:
             log.info("Redis reachable again; verdicts from shared state")
         self._backoff.succeeded()
@@ -237,12 +248,15 @@ class ThresholdState:
         )
 
     def _run(self, batch: dict[str, Any]) -> Reply:
-        """The script, retried once at once: a pooled connection may be stale after a Redis
-        restart, and a reply lost to a timeout is recovered by the retry (the offsets make it
-        idempotent and the transitions it carried are re-announced)."""
+        """The script, retried once at once when Redis seemed unavailable: a pooled connection
+        may be stale after a Redis restart, and a reply lost to a timeout is recovered by the
+        retry (the offsets make it idempotent and the transitions it carried are re-announced).
+        """
         try:
             return self._script.apply(**batch)
-        except UNREACHABLE:
+        except redis.RedisError as exc:
+            if classify(exc) != "unavailable":
+                raise
             return self._script.apply(**batch)
 
     def _remember(self, model_version: str, key: str, threshold: float) -> None:
@@ -273,3 +287,25 @@ class ThresholdState:
         is unreachable, since a dashboard should show that rather than stale numbers.
         """
         return self._script.peek(model_version=model_version, floor=float(floor), keys=[key])[0]
+
+
+class CachedVerdicts:
+    """A :class:`ThresholdState` that does not reach Redis: degraded verdicts from its cache."""
+
+    def __init__(self, state: ThresholdState) -> None:
+        self._state = state
+
+    def apply(
+        self,
+        *,
+        model_version: str,
+        floor: float,
+        keys: Sequence[str],
+        scores: np.ndarray,
+        ts: np.ndarray,
+        partitions: np.ndarray,
+        offsets: np.ndarray,
+    ) -> Verdicts:
+        """Like :meth:`ThresholdState.apply` while Redis is down; ``ts``, partitions and offsets
+        matter only to the shared state, which this does not touch."""
+        return self._state._degraded(model_version, float(floor), keys, np.asarray(scores))

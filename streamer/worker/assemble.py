@@ -16,14 +16,17 @@ import redis
 import torch
 
 from model.detector import AMADetector, pick_device
+from model.store import ModelStore
 from schemas.errors import ConfigError
 from schemas.settings import Settings
-from streamer.lifecycle.registry import current
+from streamer.lifecycle.registry import restore
 from streamer.lifecycle.reload import ModelSlot
+from streamer.preflight import check_kafka, check_redis
 from streamer.probes import serve
-from streamer.state.client import connect_from_settings
+from streamer.state.client import connect_from_settings, redis_where
 from streamer.state.verdicts import ThresholdState
-from streamer.worker.loop import Worker, WorkerOptions
+from streamer.worker.config import WorkerOptions
+from streamer.worker.loop import Worker
 from streamer.worker.metrics import WorkerMetrics
 
 __all__ = ["build_worker", "run_worker"]
@@ -33,13 +36,11 @@ log = logging.getLogger(__name__)
 
 def _bundle_path(settings: Settings, client: redis.Redis) -> Path:
     """``model.bundle`` if set, else the bundle the group was last pointed at (the registry's
-    pointer), so a restarted worker serves the same version as its peers."""
+    pointer, restored from the model store if Redis lost it), so a restarted worker serves the
+    same version as its peers."""
     if settings.model.bundle is not None:
         return settings.model.bundle
-    try:
-        pointer = current(client, settings.redis.key_prefix)
-    except redis.RedisError as exc:
-        raise ConfigError(f"no model.bundle given and Redis is unreachable ({exc})") from None
+    pointer = restore(client, settings.redis.key_prefix, ModelStore(settings.retrain.store))
     if pointer is None:
         raise ConfigError("no model.bundle given and none published (ama-stream model publish)")
     return pointer.path
@@ -75,16 +76,21 @@ def build_worker(
 
 
 def run_worker(settings: Settings, *, options: WorkerOptions | None = None) -> None:
-    """Log the effective config (secrets masked), serve metrics, run until SIGTERM/SIGINT.
+    """Log the effective config (secrets masked), serve metrics, check Kafka and Redis, run
+    until SIGTERM/SIGINT.
 
-    The probe server starts first: a port clash is a misconfiguration and should end start-up
-    before a model is loaded.
+    In that order: a port clash or a service that refuses us is a misconfiguration, reported
+    in one line before a model is loaded (streamer/preflight.py).
     """
     log.info("effective configuration", extra={"settings": settings.redacted_dict()})
     metrics = WorkerMetrics()
     server = serve(metrics.probes(), settings.metrics.port)
     log.info("metrics on /metrics, /healthz, /readyz", extra={"port": server.port})
     try:
+        kafka, timeout = settings.kafka, settings.worker.startup_timeout_s
+        topics = (kafka.input_topic, kafka.scores_topic, kafka.alerts_topic, kafka.dlq_topic)
+        check_kafka(settings, topics, timeout_s=timeout)
+        check_redis(connect_from_settings(settings), timeout_s=timeout, where=redis_where(settings))
         worker = build_worker(settings, options=options, metrics=metrics)
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:

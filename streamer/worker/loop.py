@@ -2,13 +2,18 @@
 
 One thread, one batch at a time (docs/worker.md has the full commit order and the reasons):
 
-1. gather up to ``max_records`` messages for at most ``max_wait_ms`` (several ``consume`` calls,
+1. catch up: if Redis was unavailable for earlier batches and answers again, apply their held
+   records (streamer/worker/backlog.py), produce the alerts that causes, commit them;
+2. gather up to ``max_records`` messages for at most ``max_wait_ms`` (several ``consume`` calls,
    so an early return of ``consume`` never shrinks a batch: confluent-kafka-python #2205);
-2. :func:`streamer.worker.pipeline.process_batch` decodes, scores, judges and serialises;
-3. produce every output message, then wait until all are acknowledged, re-producing failures;
+3. :func:`streamer.worker.pipeline.process_batch` decodes, scores, judges and serialises,
+   through :func:`streamer.worker.isolate.process_isolating`, so a record that makes it raise
+   becomes a dead letter instead of stopping the group;
+4. produce every output message, then wait until all are acknowledged, re-producing failures;
    while waiting longer than ``pause_after_s`` the assigned partitions are paused and the
    consumer keeps polling, so the group never sees us exceed ``max.poll.interval.ms``;
-4. only then record the batch's offsets as done and commit them.
+5. only then record the batch's offsets as done and commit them (unless the batch is held,
+   because Redis could not take it: then at step 1 of a later round).
 
 The group uses the eager ``roundrobin`` assignor on purpose: with cooperative-sticky, manual
 commits during a rebalance trigger follow-up rebalances (librdkafka #4059), while an eager
@@ -21,53 +26,40 @@ import gc
 import logging
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
 
-import numpy as np
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from schemas.errors import ServiceError
 from schemas.settings import Settings
+from streamer.logs import kafka_logger
+from streamer.worker.backlog import Backlog
+from streamer.worker.batch import OutMessage, RawBatch, Topics
+from streamer.worker.config import WorkerOptions, consumer_config
+from streamer.worker.isolate import process_isolating
+from streamer.worker.kafka_events import KafkaEvents
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.offsets import OffsetBook, Partition, next_offsets
-from streamer.worker.outbox import Outbox, producer_config
-from streamer.worker.pipeline import BatchResult, RawBatch, Topics, VerdictSource, process_batch
+from streamer.worker.outbox import Delivery, Outbox, producer_config
+from streamer.worker.pipeline import BatchResult, process_batch
 
-if TYPE_CHECKING:  # a type only: the passthrough benchmark imports this module without torch
+if TYPE_CHECKING:  # types only: the passthrough benchmark imports this module without torch
     from streamer.lifecycle.reload import ModelSlot
+    from streamer.state.verdicts import ThresholdState
 
-__all__ = ["Worker", "WorkerOptions", "consumer_config"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    """Loop timings; the defaults suit production, tests shorten some."""
+@dataclass(slots=True)
+class _InFlight:
+    """The batch being settled: its delivery, and its offsets unless it is held."""
 
-    top_k: int = 3
-    # An ack wait longer than this pauses the partitions (back-pressure) and keeps polling.
-    pause_after_s: float = 0.5
-    # On revoke, how long to wait for the in-flight batch's acks before dropping it. Must stay
-    # well below the rebalance timeout (max.poll.interval.ms, 300 s) so the group is not held up.
-    revoke_budget_s: float = 10.0
-    # On SIGTERM/SIGINT, how long to wait for the last batch's acks before closing uncommitted.
-    drain_budget_s: float = 30.0
-
-
-def consumer_config(settings: Settings) -> dict[str, Any]:
-    """Consumer options; ``kafka.extra`` (inside ``client_config``) is applied last."""
-    return {
-        "group.id": settings.kafka.group_id,
-        "enable.auto.commit": False,  # commits follow produce acks, never a timer
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",  # a new group must not skip records already written
-        "partition.assignment.strategy": "roundrobin",  # eager; see the module docstring
-        "statistics.interval.ms": 5000,  # per-partition consumer lag for the metrics
-        **settings.kafka.client_config(),
-    }
+    delivery: Delivery
+    offsets: dict[Partition, int] | None
 
 
 class Worker:
@@ -78,7 +70,7 @@ class Worker:
         settings: Settings,
         *,
         model: ModelSlot,
-        verdicts: VerdictSource,
+        verdicts: ThresholdState,
         metrics: WorkerMetrics | None = None,
         options: WorkerOptions | None = None,
     ) -> None:
@@ -91,18 +83,20 @@ class Worker:
         self._topics = Topics(
             scores=kafka.scores_topic, alerts=kafka.alerts_topic, dlq=kafka.dlq_topic
         )
+        events = KafkaEvents(self.metrics, lambda: self._assigned)
+        callbacks = {"error_cb": events.on_error, "logger": kafka_logger()}
         self._consumer = Consumer(
-            {**consumer_config(settings), "error_cb": _on_error, "stats_cb": self._on_stats}
+            {**consumer_config(settings), **callbacks, "stats_cb": events.on_stats}
         )
         self._outbox = Outbox(
-            {**producer_config(kafka.client_config()), "error_cb": _on_error},
-            on_failure=lambda err: self.metrics.delivery_failures.labels(err.name()).inc(),
+            {**producer_config(kafka.client_config()), **callbacks}, on_failure=self._failed
         )
         self._book = OffsetBook(self._consumer)
+        self._backlog = Backlog(settings.worker.max_held_records)
         self._stop = threading.Event()
         self._stop_at = 0.0
         self._assigned: set[Partition] = set()
-        self._inflight: dict[Partition, int] | None = None  # offsets of the batch being settled
+        self._inflight: _InFlight | None = None
         self._carry: list[Message] = []  # messages a poll returned while waiting for acks
         self._paused = False
         self._epoch = 0  # bumped by every revoke/loss: messages gathered before it are stale
@@ -122,33 +116,38 @@ class Worker:
 
     def run(self) -> None:
         """Consume until stopped; then settle the last batch, commit, close both clients."""
-        detector = self._model.detector
-        self.metrics.serving(detector.model_version)
+        self.metrics.serving(self.model_version)
         self._consumer.subscribe(
             [self._settings.kafka.input_topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        log.info("worker started", extra={"model_version": detector.model_version})
+        log.info("worker started", extra={"model_version": self.model_version})
         # Every batch allocates thousands of short-lived objects, so the cyclic collector runs
         # often; without this each of its full passes also walks the model and the libraries
         # loaded so far (hundreds of thousands of objects that live as long as the process).
         gc.freeze()
-        self.metrics.set_ready(True)
+        self.metrics.set_running(True)
         try:
             while not self._stop.is_set():
                 self._maybe_reload()
+                self._catch_up()
                 batch = self._gather()
                 if batch:
                     self._handle(batch)
         finally:
-            self.metrics.set_ready(False)
+            self.metrics.set_running(False)
             self._close()
 
     def _close(self) -> None:
         if self._inflight is not None:  # stopped while settling (only via an exception)
             self._finish_inflight(self._opt.drain_budget_s)
+        if self._backlog:
+            log.warning(
+                "records judged without Redis stay uncommitted; they will be processed again",
+                extra={"records": self._backlog.records},
+            )
         self._book.commit_sync([tp for tp in self._assigned])
         self._consumer.close()  # leaves the group now: partitions move without a session timeout
         self._outbox.close(5.0)  # only stray retries of abandoned batches can be left
@@ -184,36 +183,91 @@ class Worker:
         return False
 
     def _handle(self, messages: list[Message]) -> None:
-        # topic/partition/offset are set on every consumed message without an error.
-        raw = RawBatch(
-            topics=[m.topic() or "" for m in messages],
-            partitions=np.array([m.partition() for m in messages], dtype=np.int64),
-            offsets=np.array([m.offset() for m in messages], dtype=np.int64),
-            keys=[m.key() for m in messages],
-            values=[m.value() for m in messages],
-        )
-        result = process_batch(
-            raw,
-            detector=self._model.detector,
-            verdicts=self._verdicts,
-            topics=self._topics,
-            max_bytes=self._settings.limits.max_message_bytes,
-            top_k=self._opt.top_k,
-        )
+        raw = RawBatch.of_kafka(messages)
+        result = self._process(raw)
+        if result is None:  # stopped, or the partitions moved on, while a service was out
+            return
         offsets = next_offsets(raw)
-        self._inflight = offsets
+        held = bool(result.unjudged) or bool(self._backlog)
+        if held:  # committed once Redis has taken these records and every older held one
+            self._backlog.hold(result.unjudged, offsets)
+            self.metrics.degraded_records.inc(sum(len(r) for r in result.unjudged))
+            self.metrics.held_records.set(self._backlog.records)
+            self.metrics.set_redis_ok(False)
+        else:
+            self.metrics.set_redis_ok(True)
+        if self._settle(result.messages, None if held else offsets):
+            self.metrics.record_batch(result, self._settings.batch.max_records)
+
+    def _process(self, raw: RawBatch) -> BatchResult | None:
+        """Run the core on ``raw``; wait and retry while a service cannot do its part, stop on
+        a fatal one. Records that make the core raise come back as dead letters."""
+        epoch = self._epoch
+        detector = self._model.detector
+        # While older batches are held, none may reach Redis before them: judge from the cache.
+        verdicts = self._verdicts.cached() if self._backlog else self._verdicts
+        process = partial(
+            process_batch, detector=detector, verdicts=verdicts, topics=self._topics,
+            max_bytes=self._settings.limits.max_message_bytes, top_k=self._opt.top_k,
+        )  # fmt: skip
+        while True:
+            try:
+                return process_isolating(
+                    raw, process, dlq_topic=self._topics.dlq,
+                    model_version=detector.model_version, on_error=self._settings.worker.on_error,
+                )  # fmt: skip
+            except ServiceError as exc:
+                if exc.fatal:
+                    raise
+                self.metrics.waits.labels("device").inc()
+                log.error("batch not processed; retrying", extra={"error": str(exc)})
+                self._wait(self._opt.service_retry_s)
+                if self._stop.is_set() or self._epoch != epoch:
+                    return None
+
+    def _catch_up(self) -> None:
+        """Apply held records to Redis if it answers again; produce their alerts; commit."""
+        if not self._backlog:
+            return
+        done = self._backlog.catch_up(self._verdicts, self._topics.alerts)
+        self.metrics.held_records.set(self._backlog.records)
+        if done.records:
+            log.info(
+                "Redis is back: held records applied",
+                extra={"records": done.records, "alerts": len(done.messages)},
+            )
+            self.metrics.caught_up_records.inc(done.records)
+            if self._settle(done.messages, done.offsets):
+                for status, n in done.alerts.items():
+                    self.metrics.late_alerts.labels(status).inc(n)
+        self.metrics.set_redis_ok(not self._backlog)
+        if self._backlog.full and not self._paused:
+            log.warning(
+                "held records at their limit: consumption paused until Redis is back",
+                extra={"records": self._backlog.records},
+            )
+            self.metrics.waits.labels("redis").inc()
+            self._pause()
+        else:
+            self._resume()
+
+    def _settle(self, messages: list[OutMessage], offsets: dict[Partition, int] | None) -> bool:
+        """Produce, wait for every acknowledgement, then commit ``offsets`` (None: the batch is
+        held, nothing to commit yet). False if a revoke or the shutdown budget came first."""
         started = time.perf_counter()
-        self._outbox.send(result.messages)
+        self._inflight = _InFlight(self._outbox.send(messages), offsets)
         settled = self._await_acks()
         acked = time.perf_counter()
-        if self._inflight is None:  # a revoke finished (or dropped) this batch meanwhile
-            return
-        self._inflight = None
-        if settled:
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:  # a revoke finished (or dropped) this batch meanwhile
+            return False
+        if settled and offsets is not None:
             self._book.done(offsets)
             self._book.commit_async(offsets)
-            self._record(result, acked - started, time.perf_counter() - acked)
+            self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - acked)
+        self.metrics.stage_seconds.labels("produce").observe(acked - started)
         self._resume()
+        return settled
 
     def _await_acks(self) -> bool:
         """Serve delivery reports until the batch is acknowledged, staying a live group member.
@@ -221,44 +275,35 @@ class Worker:
         Returns False if a revoke dropped the batch or the shutdown budget ran out first.
         """
         started = time.monotonic()
-        while not self._outbox.settle(0.05):
+        while self._inflight is not None and not self._outbox.settle(self._inflight.delivery, 0.05):
             self.metrics.tick()
-            if self._inflight is None:
-                return False
             if self._stop.is_set() and time.monotonic() - self._stop_at > self._opt.drain_budget_s:
                 log.error("shutdown budget spent with unacknowledged outputs; not committing")
                 return False
             if time.monotonic() - started > self._opt.pause_after_s:
                 self._pause()
-                message = self._consumer.poll(0)  # serves rebalances; paused => no records
-                if message is not None and self._usable(message):
-                    self._carry.append(message)
-        return True
+                self._poll()
+        return self._inflight is not None
 
-    def _record(self, result: BatchResult, produce_s: float, commit_s: float) -> None:
-        m = self.metrics
-        m.records_in.inc(result.n_in)
-        m.batch_size.observe(result.n_in)
-        m.batch_fill.observe(result.n_in / self._settings.batch.max_records)
-        for code, n in result.rejects.items():
-            m.rejects.labels(code).inc(n)
-        for kind, n in Counter(out.kind for out in result.messages).items():
-            m.records_out.labels(kind).inc(n)
-        for status, n in result.alerts.items():
-            m.alerts.labels(status).inc(n)
-        for stage, seconds in result.seconds.items():
-            m.stage_seconds.labels(stage).observe(seconds)
-        m.stage_seconds.labels("produce").observe(produce_s)
-        m.stage_seconds.labels("commit").observe(commit_s)
-        if result.degraded:
-            m.degraded_batches.inc()
-        m.observe_end_to_end(np.maximum(0.0, time.time() - result.record_ts))
+    def _wait(self, seconds: float) -> None:
+        """Stay a live group member for ``seconds`` without taking records."""
+        self._pause()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stop.is_set():
+            self.metrics.tick()
+            self._poll(0.1)
+        self._resume()
+
+    def _poll(self, timeout: float = 0.0) -> None:
+        message = self._consumer.poll(timeout)  # serves rebalances; paused => no records
+        if message is not None and self._usable(message):
+            self._carry.append(message)
 
     def _maybe_reload(self) -> None:
         outcome = self._model.maybe_reload()
         if outcome is not None:
             self.metrics.model_reloads.labels(outcome).inc()
-            self.metrics.serving(self._model.detector.model_version)
+            self.metrics.serving(self.model_version)
 
     # --- back-pressure --------------------------------------------------------------------------
 
@@ -266,10 +311,11 @@ class Worker:
         if not self._paused and self._assigned:
             self._consumer.pause(_tps(self._assigned))
             self._paused = True
-            log.info("paused partitions while outputs are unacknowledged")
+            log.info("paused partitions")
 
     def _resume(self) -> None:
-        if self._paused:
+        """Resume consuming, unless the backlog of held records is at its limit."""
+        if self._paused and not self._backlog.full:
             self._paused = False
             if self._assigned:
                 self._consumer.resume(_tps(self._assigned))
@@ -280,6 +326,7 @@ class Worker:
         self._assigned = {(tp.topic, tp.partition) for tp in partitions}
         self._paused = False  # a fresh eager assignment starts unpaused
         self.metrics.assigned_partitions.set(len(self._assigned))
+        self.metrics.set_joined()
         log.info("partitions assigned", extra={"partitions": sorted(self._assigned)})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -293,52 +340,41 @@ class Worker:
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions already belong to someone else: committing would be refused; drop."""
         if self._inflight is not None:
-            self._inflight = None
-            self._outbox.abandon()
+            self._drop_inflight()
         self._let_go([(tp.topic, tp.partition) for tp in partitions], "lost")
 
     def _finish_inflight(self, budget_s: float) -> None:
-        offsets, self._inflight = self._inflight, None
-        if offsets is not None and self._outbox.settle(budget_s):
-            self._book.done(offsets)
-            self._book.commit_sync(offsets)
+        inflight = self._inflight
+        if inflight is not None and self._outbox.settle(inflight.delivery, budget_s):
+            self._inflight = None
+            if inflight.offsets is not None:
+                self._book.done(inflight.offsets)
+                self._book.commit_sync(inflight.offsets)
         else:
-            dropped = self._outbox.abandon()
-            log.warning("in-flight batch dropped uncommitted", extra={"failed": dropped})
+            self._drop_inflight()
+
+    def _drop_inflight(self) -> None:
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            forgotten = self._outbox.abandon(inflight.delivery)
+            log.warning("in-flight batch dropped uncommitted", extra={"failed": forgotten})
+            self.metrics.dropped_failures.inc(forgotten)
+
+    def _failed(self, err: KafkaError, abandoned: bool) -> None:
+        """A delivery failed; one of a batch given up is dropped, never produced again."""
+        self.metrics.delivery_failures.labels(err.name()).inc()
+        if abandoned:
+            self.metrics.dropped_failures.inc()
 
     def _let_go(self, partitions: list[Partition], why: str) -> None:
         self._book.forget(partitions)
+        dropped = self._backlog.forget(partitions)
+        self.metrics.held_records.set(self._backlog.records)
         self._assigned -= set(partitions)
         self._carry = [m for m in self._carry if (m.topic(), m.partition()) in self._assigned]
         self._epoch += 1
         self.metrics.assigned_partitions.set(len(self._assigned))
-        log.info(f"partitions {why}", extra={"partitions": sorted(partitions)})
-
-    def _on_stats(self, stats_json: str) -> None:
-        stats = orjson.loads(stats_json)
-        lag: dict[Partition, int] = {}
-        for topic, info in stats.get("topics", {}).items():
-            for p, part in info.get("partitions", {}).items():
-                partition = int(p)
-                if (topic, partition) in self._assigned and part.get("consumer_lag", -1) >= 0:
-                    lag[(topic, partition)] = int(part["consumer_lag"])
-        self.metrics.set_lag(lag)
-
-
-# librdkafka reports every reconnect attempt (every ~100 ms while a broker is down); one line
-# per distinct error per this many seconds says the same without flooding the log.
-ERROR_LOG_EVERY_S = 10.0
-_error_logged: dict[int, float] = {}
-
-
-def _on_error(err: KafkaError) -> None:
-    """librdkafka reports broker outages here and retries by itself; only fatal ones stop us."""
-    if err.fatal():
-        raise KafkaException(err)
-    now = time.monotonic()
-    if now - _error_logged.get(err.code(), -ERROR_LOG_EVERY_S) >= ERROR_LOG_EVERY_S:
-        _error_logged[err.code()] = now
-        log.warning("kafka: %s", err.str())
+        log.info(f"partitions {why}", extra={"partitions": sorted(partitions), "held": dropped})
 
 
 def _tps(partitions: set[Partition]) -> list[TopicPartition]:

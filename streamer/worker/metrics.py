@@ -7,13 +7,17 @@ process (tests, the benchmark) never collide on metric names. streamer/probes.py
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamer.probes import Probes
+
+if TYPE_CHECKING:
+    from streamer.worker.pipeline import BatchResult
 
 __all__ = ["WorkerMetrics"]
 
@@ -64,8 +68,38 @@ class WorkerMetrics:
         self.degraded_batches = Counter(
             "ama_degraded_batches", "Batches judged with cached thresholds.", registry=r
         )
+        self.degraded_records = Counter(
+            "ama_degraded_records",
+            "Records judged without Redis (held until their state is applied).",
+            registry=r,
+        )
+        self.held_records = Gauge(
+            "ama_held_records", "Records judged without Redis, not yet applied.", registry=r
+        )
+        self.caught_up_records = Counter(
+            "ama_caught_up_records",
+            "Held records applied to Redis after an outage.",
+            registry=r,
+        )
+        self.late_alerts = Counter(
+            "ama_late_alerts",
+            "Alert transitions produced by catching up after a Redis outage.",
+            ["status"],
+            registry=r,
+        )
+        self.waits = Counter(
+            "ama_service_waits",
+            "Times the worker paused because a service could not do its part.",
+            ["service"],
+            registry=r,
+        )
         self.delivery_failures = Counter(
             "ama_delivery_failures", "Failed deliveries (re-produced).", ["error"], registry=r
+        )
+        self.dropped_failures = Counter(
+            "ama_abandoned_delivery_failures",
+            "Failed deliveries of batches given up on a revoke (never re-produced).",
+            registry=r,
         )
         self.model_info = Gauge(
             "ama_model_info", "1 for the model version being served.", ["model_version"], registry=r
@@ -83,15 +117,32 @@ class WorkerMetrics:
             "ama_assigned_partitions", "Partitions this worker owns.", registry=r
         )
         self._last_tick = time.monotonic()
-        self._ready = False
+        self._running = False
+        self._joined = False
+        self._broker_up = True  # until statistics or an error say otherwise
+        self._redis_ok = True
         self._served_version: str | None = None
 
     def tick(self) -> None:
         """The loop is alive (called from every wait, so a long ack wait is not 'stuck')."""
         self._last_tick = time.monotonic()
 
-    def set_ready(self, ready: bool) -> None:
-        self._ready = ready
+    def set_running(self, running: bool) -> None:
+        """The loop runs with its model loaded (False while starting and draining)."""
+        self._running = running
+        if not running:
+            self._joined = False
+
+    def set_joined(self) -> None:
+        """The group handed this worker an assignment (maybe empty: more workers than
+        partitions)."""
+        self._joined = True
+
+    def set_broker_up(self, up: bool) -> None:
+        self._broker_up = up
+
+    def set_redis_ok(self, ok: bool) -> None:
+        self._redis_ok = ok
 
     def serving(self, model_version: str) -> None:
         """Switch the model-info gauge to ``model_version``."""
@@ -124,11 +175,31 @@ class WorkerMetrics:
                 bucket.inc(n)
         hist._sum.inc(float(seconds.sum()))
 
+    def record_batch(self, result: BatchResult, max_records: int) -> None:
+        """Count one settled batch."""
+        self.records_in.inc(result.n_in)
+        self.batch_size.observe(result.n_in)
+        self.batch_fill.observe(result.n_in / max_records)
+        for code, n in result.rejects.items():
+            self.rejects.labels(code).inc(n)
+        for kind, n in Tally(out.kind for out in result.messages).items():
+            self.records_out.labels(kind).inc(n)
+        for status, n in result.alerts.items():
+            self.alerts.labels(status).inc(n)
+        for stage, seconds in result.seconds.items():
+            self.stage_seconds.labels(stage).observe(seconds)
+        if result.degraded:
+            self.degraded_batches.inc()
+        self.observe_end_to_end(np.maximum(0.0, time.time() - result.record_ts))
+
     def healthy(self) -> bool:
         return time.monotonic() - self._last_tick < STUCK_AFTER_S
 
     def ready(self) -> bool:
-        return self._ready and self.healthy()
+        """Model loaded and the loop running, group joined, a broker up, Redis answering."""
+        return (
+            self._running and self._joined and self._broker_up and self._redis_ok
+        ) and self.healthy()
 
     def probes(self) -> Probes:
         """What streamer/probes.py serves for this worker."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streamer.worker.pipeline import RawBatch
+from streamer.worker.batch import RawBatch
 
 __all__ = ["OffsetBook", "Partition", "next_offsets"]
 

@@ -5,6 +5,11 @@ At-least-once hinges on this: the worker commits a batch's input offsets only wh
 delivery fails (broker down past ``message.timeout.ms``, a topic that does not exist, a
 rejected record) is produced again after a backoff, for as long as the caller keeps settling;
 it is never skipped, so the offsets are never committed past it.
+
+Delivery results belong to the batch that produced them (:class:`Delivery`): a batch the
+worker gave up on (its partitions were revoked; their next owner processes the records again)
+is abandoned, and a failure of it that is reported later is dropped and counted, never produced
+again behind the newer events of the same keys.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streamer.worker.pipeline import OutMessage
+from streamer.worker.batch import OutMessage
 
-__all__ = ["Outbox", "producer_config"]
+__all__ = ["Delivery", "Outbox", "producer_config"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,7 @@ _Record = tuple[str, bytes | None, bytes, _Headers]
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-def producer_config(client: dict[str, str]) -> dict[str, Any]:
+def producer_config(client: dict[str, Any]) -> dict[str, Any]:
     """Producer options on top of the shared client options (``client`` wins, so raw
     ``kafka.extra`` options can override any of these).
 
@@ -48,8 +53,42 @@ def producer_config(client: dict[str, str]) -> dict[str, Any]:
     }
 
 
+class Delivery:
+    """The outputs of one batch on their way: what failed, and whether it was given up."""
+
+    def __init__(self, on_failure: Callable[[KafkaError, bool], None] | None) -> None:
+        self.failed: list[_Record] = []
+        self.abandoned = False
+        self.retries = 0
+        self.retry_at = 0.0
+        self.last_error = ""
+        self._on_failure = on_failure
+
+    def report(self, err: KafkaError | None, msg: Message) -> None:
+        """librdkafka's delivery report (failed deliveries only); the message is rebuilt from
+        it so that it can be produced again."""
+        if err is None:
+            return
+        self.fail(err, (msg.topic() or "", msg.key(), msg.value() or b"", msg.headers()))
+
+    def fail(self, err: KafkaError, record: _Record) -> None:
+        """``on_failure(err, abandoned)`` hears of every failure; one of an abandoned batch is
+        dropped."""
+        if self._on_failure is not None:
+            self._on_failure(err, self.abandoned)
+        if err.fatal():  # the producer instance is unusable; the worker exits uncommitted
+            raise KafkaException(err)
+        if self.abandoned:
+            return
+        self.failed.append(record)
+        self.retry_at = (
+            time.monotonic() + RETRY_BACKOFF_S[min(self.retries, len(RETRY_BACKOFF_S) - 1)]
+        )
+        self.last_error = f"{record[0]}: {err.str()}"
+
+
 class Outbox:
-    """Tracks the delivery of one batch at a time over one long-lived producer it owns.
+    """Produces batches over one long-lived producer it owns, one :class:`Delivery` each.
 
     ``config`` is the producer's (see :func:`producer_config`). Only failed deliveries are
     reported back to Python (``delivery.report.only.error``): a callback per acknowledged record
@@ -58,62 +97,54 @@ class Outbox:
     """
 
     def __init__(
-        self, config: dict[str, Any], *, on_failure: Callable[[KafkaError], None] | None = None
+        self,
+        config: dict[str, Any],
+        *,
+        on_failure: Callable[[KafkaError, bool], None] | None = None,
     ) -> None:
-        self._producer = Producer(
-            {**config, "on_delivery": self._delivered, "delivery.report.only.error": True}
-        )
+        self._producer = Producer({**config, "delivery.report.only.error": True})
         self._on_failure = on_failure
-        self._failed: list[_Record] = []
-        self._retries = 0
-        self._retry_at = 0.0
-        self._last_error = ""
 
     @property
     def outstanding(self) -> int:
         """Messages produced but neither acknowledged nor failed yet (librdkafka's queue)."""
         return len(self._producer)
 
-    @property
-    def settled(self) -> bool:
-        """True when every message handed to :meth:`send` has been acknowledged."""
-        return len(self._producer) == 0 and not self._failed
-
-    def send(self, messages: Sequence[OutMessage]) -> None:
-        """Hand messages to librdkafka; serve delivery reports while its queue is full.
-
-        Blocks only while the local queue is full, and only as long as the broker takes to drain
-        it; the worker has paused its partitions by then if that takes long (see worker.py).
-        """
+    def send(self, messages: Sequence[OutMessage]) -> Delivery:
+        """Hand one batch's messages to librdkafka; serve delivery reports while its queue is
+        full. Blocks only while the local queue is full, and only as long as the broker takes to
+        drain it; the worker has paused its partitions by then if that takes long."""
+        delivery = Delivery(self._on_failure)
+        report = delivery.report
         produce = self._producer.produce
         for m in messages:  # per record: keep this loop free of Python calls
             try:
-                produce(m.topic, m.value, m.key, headers=m.headers)
+                produce(m.topic, m.value, m.key, headers=m.headers, on_delivery=report)
             except (BufferError, KafkaException):  # queue full, or a record refused: slow path
-                self._produce((m.topic, m.key, m.value, m.headers))
+                self._produce(delivery, (m.topic, m.key, m.value, m.headers))
         self._producer.poll(0)
+        return delivery
 
-    def settle(self, timeout: float) -> bool:
-        """Serve delivery reports for up to ``timeout`` s; re-produce failures after a backoff.
-
-        Returns :attr:`settled`. Never raises on a failed delivery: the caller decides how long
-        to keep trying (forever while running, a budget on revoke or shutdown).
-        """
+    def settle(self, delivery: Delivery, timeout: float) -> bool:
+        """Serve delivery reports for up to ``timeout`` s; re-produce ``delivery``'s failures
+        after a backoff, in the order they were reported. True once every message of it (and
+        of any batch before it) is acknowledged. Never raises on a failed delivery: the caller
+        decides how long to keep trying (forever while running, a budget on revoke or
+        shutdown)."""
         deadline = time.monotonic() + timeout
         while True:
             in_flight = len(self._producer)
-            if self._failed and in_flight == 0 and time.monotonic() >= self._retry_at:
-                retry, self._failed = self._failed, []
-                self._retries += 1
+            if delivery.failed and in_flight == 0 and time.monotonic() >= delivery.retry_at:
+                retry, delivery.failed = delivery.failed, []
+                delivery.retries += 1
                 log.warning(
                     "re-producing %d undelivered messages (last error %s)",
                     len(retry),
-                    self._last_error,
+                    delivery.last_error,
                 )
                 for record in retry:
-                    self._produce(record)
-            if self.settled:
-                self._retries = 0
+                    self._produce(delivery, record)
+            if in_flight == 0 and not delivery.failed:
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -122,44 +153,33 @@ class Outbox:
                 # flush, unlike poll, sends what lingers at once and returns when all is acked.
                 self._producer.flush(min(left, 0.05))
             else:  # only failures waiting out their backoff
-                time.sleep(max(0.0, min(left, self._retry_at - time.monotonic(), 0.05)))
+                time.sleep(max(0.0, min(left, delivery.retry_at - time.monotonic(), 0.05)))
 
-    def abandon(self) -> int:
-        """Forget failed messages of a batch that will not be committed (its partitions were
-        revoked or lost); returns how many. Their input records will be processed again by
-        whoever owns the partitions next, so nothing is lost."""
-        dropped = len(self._failed)
-        self._failed = []
-        self._retries = 0
-        return dropped
+    @staticmethod
+    def abandon(delivery: Delivery) -> int:
+        """Give up on a batch that will not be committed (its partitions were revoked or lost):
+        its failures so far are forgotten and later ones dropped; returns how many were
+        forgotten. Its input records will be processed again by the partitions' next owner."""
+        delivery.abandoned = True
+        forgotten = len(delivery.failed)
+        delivery.failed = []
+        return forgotten
 
     def close(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s for what is still queued (stray retries of dropped batches)."""
+        """Wait up to ``timeout`` s for what is still queued (stray messages of abandoned
+        batches)."""
         self._producer.flush(timeout)
 
-    def _produce(self, record: _Record) -> None:
+    def _produce(self, delivery: Delivery, record: _Record) -> None:
         topic, key, value, headers = record
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers)
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=delivery.report
+                )
             except BufferError:  # local queue full: let librdkafka send, then try again
                 self._producer.poll(0.05)
                 continue
             except KafkaException as exc:  # e.g. a record the client refuses (too large)
-                self._fail(exc.args[0], record)
+                delivery.fail(exc.args[0], record)
             return
-
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        """Called for failed deliveries only; the message is rebuilt from its report."""
-        if err is not None:
-            self._fail(err, (msg.topic() or "", msg.key(), msg.value() or b"", msg.headers()))
-
-    def _fail(self, err: KafkaError, record: _Record) -> None:
-        if self._on_failure is not None:
-            self._on_failure(err)
-        if err.fatal():  # the producer instance is unusable; the worker exits uncommitted
-            raise KafkaException(err)
-        self._failed.append(record)
-        backoff = RETRY_BACKOFF_S[min(self._retries, len(RETRY_BACKOFF_S) - 1)]
-        self._retry_at = time.monotonic() + backoff
-        self._last_error = f"{record[0]}: {err.str()}"

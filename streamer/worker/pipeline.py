@@ -1,10 +1,10 @@
 """The pipeline core: one micro-batch of raw messages in, the messages to produce out.
 
 decode -> score -> thresholds/alerts -> events. It knows nothing about the Kafka client: the
-confluent-kafka worker, a faust runner and unit tests all hand it plain :class:`RawMessage`s and
-get back :class:`OutMessage`s plus the numbers the metrics need. Redis stays behind the
-:class:`VerdictSource` it is given, and the model behind :class:`Detector`, so a test can run the
-whole core with fakes or with the real pieces.
+confluent-kafka worker, a faust runner and unit tests all hand it a batch of raw messages
+(streamer/worker/batch.py) and get back the messages to produce plus the numbers the metrics
+need. Redis stays behind the :class:`VerdictSource` it is given, and the model behind
+:class:`Detector`, so a test can run the whole core with fakes or with the real pieces.
 """
 
 from __future__ import annotations
@@ -13,98 +13,22 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
-from schemas.decode import DecodedBatch, decode_images, decode_vectors
-from schemas.events import Alert, DeadLetter, Source, score_events_json
+from schemas.decode import DecodedBatch, Reject, decode_images, decode_vectors
+from schemas.events import Alert, score_events_json
+from streamer.worker.batch import OutMessage, RawBatch, RawMessage, Topics, dead_letters
 
 __all__ = [
-    "DLQ_MAX_PAYLOAD",
     "BatchResult",
     "Detector",
-    "OutMessage",
-    "RawBatch",
-    "RawMessage",
-    "Topics",
+    "VerdictRequest",
     "VerdictSource",
     "Verdicts",
     "process_batch",
 ]
-
-
-#: Largest original payload copied into a dead letter: base64 makes it 4/3 larger, and the
-#: result must stay under the broker's default 1 MB ``message.max.bytes`` with room to spare.
-DLQ_MAX_PAYLOAD = 512 * 1024
-
-
-class RawMessage(NamedTuple):
-    """One input message as the broker gave it; ``value`` untouched (it may go to the DLQ).
-
-    A named tuple, like :class:`OutMessage`: there is one per record, and a tuple is built
-    several times faster than a frozen dataclass.
-    """
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class RawBatch:
-    """One micro-batch as columns: what the worker hands the core, without an object per record.
-
-    Columns are aligned (one entry per message, in consume order). Tests and other runners that
-    hold :class:`RawMessage`s can pass those to :func:`process_batch` instead.
-    """
-
-    topics: list[str]
-    partitions: np.ndarray  # int64
-    offsets: np.ndarray  # int64
-    keys: list[bytes | None]
-    values: list[bytes | None]
-
-    @classmethod
-    def of(cls, messages: Sequence[RawMessage]) -> RawBatch:
-        return cls(
-            topics=[m.topic for m in messages],
-            partitions=np.array([m.partition for m in messages], dtype=np.int64),
-            offsets=np.array([m.offset for m in messages], dtype=np.int64),
-            keys=[m.key for m in messages],
-            values=[m.value for m in messages],
-        )
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def message(self, i: int) -> RawMessage:
-        """Message ``i`` as a :class:`RawMessage` (for the rare per-record path: dead letters)."""
-        return RawMessage(
-            self.topics[i], int(self.partitions[i]), int(self.offsets[i]), self.keys[i],
-            self.values[i],
-        )  # fmt: skip
-
-
-class OutMessage(NamedTuple):
-    """One message to produce. ``kind`` says which output it is, for metrics and tests."""
-
-    kind: Literal["score", "alert", "dead_letter"]
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, str | bytes | None]] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """Where each kind of output goes."""
-
-    scores: str
-    alerts: str
-    dlq: str
 
 
 class Detector(Protocol):
@@ -157,12 +81,45 @@ class VerdictSource(Protocol):
     ) -> Verdicts: ...
 
 
+@dataclass(frozen=True, slots=True)
+class VerdictRequest:
+    """The arguments of one :meth:`VerdictSource.apply` call, kept when a batch was judged
+    degraded so that its records can be applied to the shared state once Redis is back."""
+
+    model_version: str
+    floor: float
+    keys: list[str]
+    scores: np.ndarray
+    ts: np.ndarray
+    partitions: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def apply(self, source: VerdictSource) -> Verdicts:
+        return source.apply(
+            model_version=self.model_version, floor=self.floor, keys=self.keys,
+            scores=self.scores, ts=self.ts, partitions=self.partitions, offsets=self.offsets,
+        )  # fmt: skip
+
+    def only(self, keep: np.ndarray) -> VerdictRequest:
+        """The records where ``keep`` is True."""
+        rows = np.flatnonzero(keep).tolist()
+        return VerdictRequest(
+            self.model_version, self.floor, [self.keys[r] for r in rows], self.scores[keep],
+            self.ts[keep], self.partitions[keep], self.offsets[keep],
+        )  # fmt: skip
+
+
 @dataclass(slots=True)
 class BatchResult:
     """Everything one batch produced: messages in produce order, and what metrics need.
 
     ``messages`` holds dead letters first, then score events in input order, then alert
     transitions, so a consumer of the scores topic sees each key's records in offset order.
+    ``unjudged`` holds the verdict requests that Redis could not take (degraded batches): the
+    worker applies them to the shared state later, and commits only then.
     """
 
     messages: list[OutMessage]
@@ -172,8 +129,30 @@ class BatchResult:
     rejects: Counter[str]
     record_ts: np.ndarray  # float64 event times of the valid records, for end-to-end latency
     alerts: Counter[str]  # transitions by status ("firing" / "resolved")
-    degraded: bool
+    unjudged: list[VerdictRequest] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # "decode", "score", "verdicts"
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.unjudged)
+
+    @classmethod
+    def merge(cls, parts: Sequence[BatchResult]) -> BatchResult:
+        """The results of consecutive pieces of one batch as one, in piece order."""
+        seconds: Counter[str] = Counter()
+        for part in parts:
+            seconds.update(part.seconds)
+        return cls(
+            messages=[m for part in parts for m in part.messages],
+            model_version=parts[0].model_version,
+            n_in=sum(part.n_in for part in parts),
+            n_valid=sum(part.n_valid for part in parts),
+            rejects=sum((part.rejects for part in parts), Counter()),
+            record_ts=np.concatenate([part.record_ts for part in parts]),
+            alerts=sum((part.alerts for part in parts), Counter()),
+            unjudged=[request for part in parts for request in part.unjudged],
+            seconds=dict(seconds),
+        )
 
 
 def _decode(detector: Detector, values: Sequence[bytes | None], max_bytes: int) -> DecodedBatch:
@@ -183,42 +162,23 @@ def _decode(detector: Detector, values: Sequence[bytes | None], max_bytes: int) 
     return decode_images(values, shape=(c, h, w), max_bytes=max_bytes)
 
 
-def _dead_letters(
-    messages: RawBatch, batch: DecodedBatch, topic: str, now: float
-) -> list[OutMessage]:
-    """One DLQ message per reject, keyed by the original key, with provenance headers.
-
-    The headers duplicate the body's ``source`` and ``error`` so a DLQ consumer (or a replay
-    tool) can route on them without parsing JSON. A payload over :data:`DLQ_MAX_PAYLOAD` is
-    truncated (said in ``detail`` and an ``ama.payload.bytes`` header): base64 grows it by a
-    third, and a dead letter the broker refuses as too large would block the partition forever.
-    """
-    out = []
-    for reject in batch.rejects:
-        raw = messages.message(reject.index)
-        payload, detail = raw.value, reject.detail
-        size = len(payload or b"")
-        if size > DLQ_MAX_PAYLOAD:
-            payload = (payload or b"")[:DLQ_MAX_PAYLOAD]
-            detail += f" (payload truncated to its first {DLQ_MAX_PAYLOAD} of {size} bytes)"
-        letter = DeadLetter.for_payload(
-            error=reject.code,
-            detail=detail,
-            source=Source(topic=raw.topic, partition=raw.partition, offset=raw.offset),
-            payload=payload,
-            failed_at=now,
-        )
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("ama.error", reject.code.encode()),
-            ("ama.source.topic", raw.topic.encode()),
-            ("ama.source.partition", str(raw.partition).encode()),
-            ("ama.source.offset", str(raw.offset).encode()),
-            ("ama.payload.bytes", str(size).encode()),
-        ]
-        out.append(
-            OutMessage("dead_letter", topic, raw.key, letter.model_dump_json().encode(), headers)
-        )
-    return out
+def _drop_unscorable(
+    batch: DecodedBatch, scores: np.ndarray, features: np.ndarray | None
+) -> tuple[DecodedBatch, np.ndarray, np.ndarray | None]:
+    """Records whose score is not finite become rejects here, where the score arises: no
+    threshold, statistic or event could use it (the detector's bug, or an input it cannot
+    handle), and the rest of the batch goes on."""
+    finite = np.isfinite(scores)
+    if finite.all():
+        return batch, scores, features
+    bad = [Reject(int(batch.index[row]), "non_finite_score", "the model scored it NaN or "
+                  "infinite") for row in np.flatnonzero(~finite).tolist()]  # fmt: skip
+    rows = np.flatnonzero(finite).tolist()
+    kept = DecodedBatch(
+        batch.values[finite], [batch.keys[r] for r in rows], batch.ts[finite],
+        batch.index[finite], sorted(batch.rejects + bad, key=lambda reject: reject.index),
+    )  # fmt: skip
+    return kept, scores[finite], None if features is None else features[finite]
 
 
 def process_batch(
@@ -241,40 +201,57 @@ def process_batch(
     model_version = detector.model_version
     batch = _decode(detector, raw.values, max_bytes)
     decoded = time.perf_counter()
-    out = _dead_letters(raw, batch, topics.dlq, time.time())
+    scores, features = np.empty(0), None
+    if batch.keys:
+        # One call = one host-to-device copy of the whole batch (the detector's contract).
+        k = top_k if detector.kind == "vector" else 0
+        scores, features = detector.score_with_features(batch.values, k)
+        batch, scores, features = _drop_unscorable(batch, scores, features)
+    scored = time.perf_counter()
     result = BatchResult(
-        messages=out,
+        messages=dead_letters(raw, batch.rejects, topics.dlq, time.time()),
         model_version=model_version,
         n_in=len(raw),
         n_valid=len(batch.keys),
         rejects=Counter(r.code for r in batch.rejects),
         record_ts=batch.ts,
         alerts=Counter(),
-        degraded=False,
-        seconds={"decode": decoded - started},
+        seconds={"decode": decoded - started, "score": scored - decoded},
     )
     if not batch.keys:
         return result
 
-    # One call = one host-to-device copy of the whole batch (the detector's contract).
-    k = top_k if detector.kind == "vector" else 0
-    scores, features = detector.score_with_features(batch.values, k)
-    scored = time.perf_counter()
-    partitions = raw.partitions[batch.index]
-    offsets = raw.offsets[batch.index]
-    verdict = verdicts.apply(
-        model_version=model_version,
-        floor=detector.threshold,
-        keys=batch.keys,
-        scores=scores,
-        ts=batch.ts,
-        partitions=partitions,
-        offsets=offsets,
-    )
-    judged = time.perf_counter()
+    request = VerdictRequest(
+        model_version, detector.threshold, batch.keys, scores, batch.ts,
+        raw.partitions[batch.index], raw.offsets[batch.index],
+    )  # fmt: skip
+    verdict = request.apply(verdicts)
+    result.seconds["verdicts"] = time.perf_counter() - scored
+    if verdict.degraded:
+        result.unjudged.append(request)
+    result.messages += _score_events(raw, batch, request, verdict, features, topics.scores)
+    for alert in verdict.alerts:
+        result.messages.append(
+            OutMessage("alert", topics.alerts, alert.key.encode(), alert.model_dump_json().encode())
+        )
+        result.alerts[alert.status] += 1
+    return result
 
-    # Score events are serialised per input topic because ``source.topic`` is one string per
-    # call; a worker normally reads one topic, so this is one call.
+
+def _score_events(
+    raw: RawBatch,
+    batch: DecodedBatch,
+    request: VerdictRequest,
+    verdict: Verdicts,
+    features: np.ndarray | None,
+    topic: str,
+) -> list[OutMessage]:
+    """The score events of the batch's valid records, in input order.
+
+    Serialised per input topic because ``source.topic`` is one string per call; a worker
+    normally reads one topic, so this is one call.
+    """
+    out: list[OutMessage] = []
     distinct = dict.fromkeys(raw.topics)
     in_topics = raw.topics if len(distinct) == 1 else [raw.topics[i] for i in batch.index]
     for in_topic in dict.fromkeys(in_topics):
@@ -286,27 +263,19 @@ def process_batch(
         bodies = score_events_json(
             keys=keys,
             ts=batch.ts[rows],
-            scores=scores[rows],
+            scores=request.scores[rows],
             thresholds=np.asarray(verdict.thresholds)[rows],
             is_anomaly=np.asarray(verdict.is_anomaly)[rows],
-            model_version=model_version,
+            model_version=request.model_version,
             topic=in_topic,
-            partitions=partitions[rows],
-            offsets=offsets[rows],
+            partitions=request.partitions[rows],
+            offsets=request.offsets[rows],
             scored_at=time.time(),
             top_features=features[rows] if features is not None else None,
             degraded=verdict.degraded,
         )
         out.extend(
-            OutMessage("score", topics.scores, key.encode(), body)
+            OutMessage("score", topic, key.encode(), body)
             for key, body in zip(keys, bodies, strict=True)
         )
-    for alert in verdict.alerts:
-        out.append(
-            OutMessage("alert", topics.alerts, alert.key.encode(), alert.model_dump_json().encode())
-        )
-        result.alerts[alert.status] += 1
-    result.degraded = verdict.degraded
-    result.seconds["score"] = scored - decoded
-    result.seconds["verdicts"] = judged - scored
-    return result
+    return out

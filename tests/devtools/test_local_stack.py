@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from streamer.devtools.local_stack import LocalStack, _cluster_id
 
@@ -53,12 +54,15 @@ def test_up_status_down_are_idempotent(tmp_path: Path) -> None:
         # What the demo relies on to stop only what it started: nothing, here.
         stack = LocalStack(state, kafka_port=19192, controller_port=19193, redis_port=16479)
         assert stack.up() == []
+        redis.Redis.from_url(stack.redis_url).set("ama:model:current", b"survives")
         assert stack.down(["redis"]) == [f"redis: stopped (pid {pids[1].split()[0]})"]
         assert _open(19192) and not _open(16479)
+        assert stack.up() == ["redis"]  # and Redis kept its data across the restart
+        assert redis.Redis.from_url(stack.redis_url).get("ama:model:current") == b"survives"
     finally:
         down = _cli("local", "down", state=state)
     assert down.returncode == 0, down.stderr
-    assert "kafka: stopped" in down.stdout and "redis: not running" in down.stdout
+    assert "kafka: stopped" in down.stdout and "redis: stopped" in down.stdout
     assert not _open(19192) and not _open(19193) and not _open(16479)
 
     status = _cli("local", "status", state=state)

@@ -133,3 +133,21 @@ def test_a_manual_publish_during_a_retrain_cycle_wins_and_the_cycle_is_supersede
     ]  # fmt: skip
     assert history[0]["version"] == manual
     assert dep.serving() == manual
+
+
+def test_the_model_store_restores_a_pointer_that_redis_lost(
+    redis_url: str, redis_prefix: str, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    client = connect(redis_url)
+    store = ModelStore(tmp_path / "store")
+    store.root.mkdir()
+    published = registry.publish_manual(client, redis_prefix, tiny_bundle, store=store)
+    client.delete(registry.pointer_key(redis_prefix), registry.history_key(redis_prefix))
+
+    restored = registry.restore(client, redis_prefix, store)  # what a starting worker does
+
+    assert restored is not None and restored.version == published["version"]
+    assert registry.current(client, redis_prefix) == restored
+    assert [e["decision"] for e in registry.history(client, redis_prefix)] == ["restored"]
+    assert registry.restore(client, redis_prefix, store) == restored  # once only
+    assert registry.restore(client, redis_prefix + "x", ModelStore(tmp_path / "none")) is None

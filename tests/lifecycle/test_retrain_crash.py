@@ -66,4 +66,5 @@ def test_job_killed_mid_write_leaves_champion_serving_and_no_partial_bundle(
         time.sleep(max(0.0, client.pttl(registry.lock_key(prefix)) / 1000) + 0.1)
         result = run_cycle(s)
     assert result.decision == "published"
-    assert [p.name for p in dep.store.iterdir()] == [result.entry["version"]]  # type: ignore[index]
+    version = result.entry["version"]  # type: ignore[index]
+    assert sorted(p.name for p in dep.store.iterdir()) == [version, "serving.json"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import numpy as np
 import orjson
@@ -10,8 +11,9 @@ from helpers import DIM
 from worker_support import FloorVerdicts, normal_values, sensor_value
 
 from model.detector import AMADetector
-from schemas.events import DeadLetter, ScoreEvent
-from streamer.worker.pipeline import DLQ_MAX_PAYLOAD, RawMessage, Topics, process_batch
+from schemas.events import DLQ_MAX_PAYLOAD, DeadLetter, ScoreEvent
+from streamer.worker.batch import RawMessage, Topics
+from streamer.worker.pipeline import process_batch
 
 TOPICS = Topics(scores="scores", alerts="alerts", dlq="dlq")
 
@@ -91,7 +93,9 @@ def test_oversized_values_are_rejected_not_parsed(detector: AMADetector) -> None
     assert dict(result.rejects) == {"oversized": 1}
 
 
-def test_a_huge_bad_payload_is_truncated_in_its_dead_letter(detector: AMADetector) -> None:
+def test_a_huge_bad_payload_is_cut_in_its_dead_letter_with_its_size_and_hash(
+    detector: AMADetector,
+) -> None:
     value = b"x" * (DLQ_MAX_PAYLOAD + 10)
     result = process_batch(
         raw([value]),
@@ -103,5 +107,10 @@ def test_a_huge_bad_payload_is_truncated_in_its_dead_letter(detector: AMADetecto
     (letter,) = result.messages
     body = DeadLetter.model_validate_json(letter.value)
     assert base64.b64decode(body.payload_b64) == value[:DLQ_MAX_PAYLOAD]
-    assert "truncated" in body.detail and len(letter.value) < 1_000_000
-    assert dict(letter.headers or [])["ama.payload.bytes"] == str(len(value)).encode()
+    assert body.payload_truncated and len(letter.value) < 1_000_000
+    assert body.payload_bytes == len(value)
+    assert body.payload_sha256 == hashlib.sha256(value).hexdigest()  # of the whole original
+    headers = dict(letter.headers or [])
+    assert headers["ama.payload.bytes"] == str(len(value)).encode()
+    assert headers["ama.payload.sha256"] == body.payload_sha256.encode()
+    assert headers["ama.payload.truncated"] == b"1"

@@ -15,6 +15,8 @@ from helpers import (
     DIM,
     PrivateRedis,
     Topics,
+    committed_total,
+    counter_total,
     make_settings,
     make_worker,
     produce,
@@ -24,7 +26,7 @@ from helpers import (
 from worker_support import normal_values, sensor_value
 
 from model.detector import AMADetector
-from schemas.events import ScoreEvent
+from schemas.events import Alert, ScoreEvent
 from streamer.lifecycle.registry import Pointer, pointer_key, publish_manual
 
 pytestmark = pytest.mark.integration
@@ -127,3 +129,82 @@ def test_hot_reload_switches_model_version_and_refuses_a_corrupt_bundle(
         produce(kafka_bootstrap, topics.input, batch[2])
         events = scored(kafka_bootstrap, topics.scores, 300)
         assert {e.model_version for e in events if e.ts >= 200} == {new}
+
+
+def _alerts(bootstrap: str, topic: str, expect: int) -> set[tuple[str, str, float, int]]:
+    messages = read_topic(bootstrap, topic, expect=expect, timeout=60, settle=2.0)
+    out = set()
+    for m in messages:
+        a = Alert.model_validate_json(m.value())
+        out.add((a.key, a.status, a.starts_at, a.n_anomalous))
+    return out
+
+
+def test_an_incident_during_a_redis_outage_fires_when_redis_is_back(
+    kafka_bootstrap: str,
+    redis_url: str,
+    redis_prefix: str,
+    private_redis: PrivateRedis,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[[], str],
+    detector: AMADetector,
+) -> None:
+    """Redis hangs while an incident begins: score events go out degraded, nothing is
+    committed past the outage, and when Redis answers again the held records are applied and
+    the alert fires, the same episode as in a run without the outage."""
+    keys = ["dev", "m0", "m1"]
+    rows = {key: normal_values(340, seed=30 + i) for i, key in enumerate(keys)}
+    rows["dev"][260:266] = 8.0  # the incident: six obviously anomalous records
+    phases = [range(0, 250), range(250, 310), range(310, 340)]  # Redis is out during the second
+
+    def records(phase: range) -> list[tuple[bytes | None, bytes | None]]:
+        return [
+            (key.encode(), sensor_value(key, 1.7e9 + i, rows[key][i]))
+            for i in phase
+            for key in keys
+        ]
+
+    def topics_() -> Topics:
+        return Topics(topic_factory("in", partitions=2), topic_factory("scores"),
+                      topic_factory("alerts"), topic_factory("dlq"))  # fmt: skip
+
+    # The reference: the same records, Redis up throughout.
+    ref = topics_()
+    with running(make_worker(make_settings(
+        kafka_bootstrap, group_factory(), ref, redis_url=redis_url, prefix=redis_prefix
+    ), detector)):  # fmt: skip
+        for phase in phases:
+            produce(kafka_bootstrap, ref.input, records(phase))
+        read_topic(kafka_bootstrap, ref.scores, expect=340 * 3, settle=0.0)
+        expected = _alerts(kafka_bootstrap, ref.alerts, expect=2)
+    assert {(k, s) for k, s, _, _ in expected} == {("dev", "firing"), ("dev", "resolved")}
+
+    topics = topics_()
+    group = group_factory()
+    settings = make_settings(kafka_bootstrap, group, topics, redis_url=private_redis.url)
+    worker = make_worker(settings, detector)
+    with running(worker):
+        produce(kafka_bootstrap, topics.input, records(phases[0]))
+        read_topic(kafka_bootstrap, topics.scores, expect=250 * 3, settle=0.0)
+        before = committed_total(kafka_bootstrap, group, topics.input)
+        private_redis.hang()
+        try:
+            produce(kafka_bootstrap, topics.input, records(phases[1]))
+            during = read_topic(kafka_bootstrap, topics.scores, expect=310 * 3, settle=0.0)
+            assert sum(ScoreEvent.model_validate_json(m.value()).degraded for m in during) > 0
+            assert read_topic(kafka_bootstrap, topics.alerts, expect=1, timeout=1.0) == []
+            assert not worker.metrics.ready() and worker.metrics.held_records._value.get() > 0
+            assert committed_total(kafka_bootstrap, group, topics.input) <= before + 256
+        finally:
+            private_redis.wake()
+        produce(kafka_bootstrap, topics.input, records(phases[2]))
+        got = _alerts(kafka_bootstrap, topics.alerts, expect=2)
+        read_topic(kafka_bootstrap, topics.scores, expect=340 * 3, settle=0.0)
+        deadline = time.monotonic() + 30
+        while committed_total(kafka_bootstrap, group, topics.input) < 340 * 3:
+            assert time.monotonic() < deadline, "held records were never committed"
+            time.sleep(0.2)
+        assert worker.metrics.ready()
+    assert got == expected
+    assert counter_total(worker.metrics.late_alerts) >= 1
+    assert counter_total(worker.metrics.degraded_records) > 0
