@@ -25,7 +25,7 @@ from streamer.worker.outbox import producer_config
 
 __all__ = ["LoopSpec", "main"]
 
-Kind = Literal["passthrough", "worker", "river"]
+Kind = Literal["passthrough", "worker", "faust", "river", "quix"]  # quix: bench/peers.py
 
 #: For a group of several members: a member learns that a peer joined from a heartbeat (every
 #: 3 s by default) and keeps consuming alone until then, so the 2-worker row would mostly
@@ -49,9 +49,11 @@ class LoopSpec:
     redis_prefix: str
     bundle: Path | None
     device: str | None
+    precision: str
     max_records: int
     max_wait_ms: int
     group_of: int = 1  # members of the group this process is one of
+    noop_scoring: bool = False  # the model's share: the worker with scoring replaced by zeros
     profile_to: Path | None = None  # write cProfile stats of the loop here
 
 
@@ -59,6 +61,8 @@ def main(spec: LoopSpec, ready: Event, go: Event, stop: Event) -> None:
     """Process entry point (spawned): build, signal ready, wait for go, run until stop."""
     if spec.kind == "worker":
         _run_worker(spec, ready, go, stop)
+    elif spec.kind == "faust":
+        _run_faust(spec, ready, go, stop)
     else:
         _run_simple(spec, ready, go, stop)
 
@@ -72,7 +76,7 @@ def _settings(spec: LoopSpec) -> Any:
                "alerts_topic": spec.alerts_topic, "dlq_topic": spec.dlq_topic,
                "extra": GROUP_FORMING if spec.group_of > 1 else {}},
         redis={"url": spec.redis_url, "key_prefix": spec.redis_prefix},
-        model={"bundle": spec.bundle, "device": spec.device},
+        model={"bundle": spec.bundle, "device": spec.device, "precision": spec.precision},
         batch={"max_records": spec.max_records, "max_wait_ms": spec.max_wait_ms},
     )  # fmt: skip
 
@@ -80,9 +84,15 @@ def _settings(spec: LoopSpec) -> Any:
 def _run_worker(spec: LoopSpec, ready: Event, go: Event, stop: Event) -> None:
     # Imported here, not at the top: torch takes seconds to import, and the passthrough and
     # River processes must not pay (or be measured with) it.
-    from streamer.worker.assemble import build_worker
+    from bench.core_bench import NoOpScores
+    from streamer.worker.assemble import build_parts
+    from streamer.worker.loop import Worker
 
-    worker = build_worker(_settings(spec))
+    settings = _settings(spec)
+    slot, verdicts = build_parts(settings)
+    if spec.noop_scoring:
+        slot.detector = NoOpScores(slot.detector)  # type: ignore[assignment]
+    worker = Worker(settings, model=slot, verdicts=verdicts)
     ready.set()
     go.wait()
 
@@ -97,6 +107,28 @@ def _run_worker(spec: LoopSpec, ready: Event, go: Event, stop: Event) -> None:
     profiler = cProfile.Profile()
     profiler.runcall(worker.run)
     profiler.dump_stats(spec.profile_to)
+
+
+def _run_faust(spec: LoopSpec, ready: Event, go: Event, stop: Event) -> None:
+    """The faust runner on the same model and Redis state; stopped as the CLI's would be."""
+    import os
+    import signal
+
+    from streamer.worker.assemble import build_parts
+    from streamer.worker.faust_runner import run_faust_worker
+    from streamer.worker.metrics import WorkerMetrics
+
+    settings = _settings(spec)
+    model, verdicts = build_parts(settings)
+    ready.set()
+    go.wait()
+
+    def stop_when_told() -> None:
+        stop.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_told, daemon=True).start()
+    run_faust_worker(settings, model=model, verdicts=verdicts, metrics=WorkerMetrics())
 
 
 def _run_simple(spec: LoopSpec, ready: Event, go: Event, stop: Event) -> None:

@@ -11,6 +11,7 @@ import importlib.util
 import multiprocessing
 import os
 import pstats
+import subprocess
 import tempfile
 import time
 import uuid
@@ -23,10 +24,10 @@ import redis
 import torch
 from confluent_kafka.admin import AdminClient
 
-from bench import data, latency, loops, measure
+from bench import data, latency, loops, measure, peers
 from bench.report import Report, Row, machine, row_from, targets
-from model.detector import pick_device
-from schemas.settings import BatchSettings
+from model.detector import pick_device, pick_precision
+from schemas.settings import BatchSettings, ModelSettings
 
 __all__ = ["FULL", "QUICK", "BenchConfig", "run_bench"]
 
@@ -45,6 +46,7 @@ class BenchConfig:
     cap_s: float  # longest measured window per run (bounds per-record and River)
     latency_s: float  # how long the paced latency run offers records
     profile: bool
+    peers: bool = True  # the quix-river row (needs its own environment: bench/peers.py)
     bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
     device: str | None = None
@@ -58,12 +60,16 @@ QUICK = BenchConfig("quick", records=20_000, images=10_000, runs=1, cap_s=2.0, l
 #: Row name -> what it measures (the table's second column).
 WHAT = {
     "passthrough": "ceiling: consume, produce each value unchanged, ack, commit",
-    "pipeline-1w": "the worker, 38-dim records, 1 process",
+    "pipeline-1w": "the worker, 38-dim records, 1 process (production defaults)",
     "pipeline-1w-single": "the same with a single-member model (`members: 1`)",
+    "pipeline-1w-fp32": "the same scoring in float32 (`model.precision: float32`)",
+    "pipeline-1w-noop": "the worker with scoring replaced by a no-op (Kafka, decode, Redis)",
     "pipeline-2w": "the worker, 38-dim records, 2 processes in one group",
     "per-record": "the worker with batches of 1",
     "images": "the worker, 28x28 uint8 images (binary frames)",
+    "faust": "the same worker core in the faust-streaming runner (`--runner faust`)",
     "river-hst": "River HalfSpaceTrees, score+learn one record at a time, same loop",
+    "quix-river": "Quix Streams app, River HalfSpaceTrees per record, at-least-once",
 }
 
 
@@ -76,6 +82,8 @@ class _Row:
     members: int = 1
     bundle: Path | None = None
     max_records: int = BatchSettings().max_records
+    precision: str = ModelSettings().precision
+    noop_scoring: bool = False
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> Report:
@@ -90,7 +98,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> Report:
         report = bench.run()
     finally:
         bench.clean_up()
-    report.machine = machine(str(pick_device(cfg.device)), load_before)
+    device = pick_device(cfg.device)
+    report.machine = machine(str(device), pick_precision("auto", device), load_before)
     report.seconds = time.monotonic() - started
     return report
 
@@ -127,12 +136,19 @@ class _Bench:
             _Row("pipeline-1w", "worker", vectors, cfg.records, bundle=vector_bundle),
             _Row("pipeline-1w-single", "worker", vectors, cfg.records,
                  bundle=bundles["vector-single"]),
+            _Row("pipeline-1w-fp32", "worker", vectors, cfg.records, bundle=vector_bundle,
+                 precision="float32"),
+            _Row("pipeline-1w-noop", "worker", vectors, cfg.records, bundle=vector_bundle,
+                 noop_scoring=True),
             _Row("pipeline-2w", "worker", vectors, cfg.records, 2, vector_bundle),
             _Row("per-record", "worker", vectors, cfg.records, bundle=vector_bundle,
                  max_records=1),
             _Row("images", "worker", images, cfg.images, bundle=bundles["image"]),
+            _Row("faust", "faust", vectors, cfg.records, bundle=vector_bundle),
             _Row("river-hst", "river", vectors, cfg.records),
         ]  # fmt: skip
+        if cfg.peers:
+            plan.append(_Row("quix-river", "quix", vectors, cfg.records))
         measured: dict[str, Row] = {}
         for row in plan:
             samples = [self.measure(row, i) for i in range(cfg.runs)]
@@ -159,14 +175,16 @@ class _Bench:
             output_topic=self.outputs["out"], alerts_topic=self.outputs["alerts"],
             dlq_topic=self.outputs["dlq"], redis_url=self.cfg.redis_url,
             redis_prefix=f"bench-{self.run_id}-{group}", bundle=row.bundle,
-            device=self.cfg.device, max_records=row.max_records,
-            max_wait_ms=BatchSettings().max_wait_ms, profile_to=profile_to,
+            device=self.cfg.device, precision=row.precision, max_records=row.max_records,
+            max_wait_ms=BatchSettings().max_wait_ms, noop_scoring=row.noop_scoring,
+            profile_to=profile_to,
         )  # fmt: skip
 
     def measure(self, row: _Row, run: int) -> measure.Sample:
         group = f"bench.{self.run_id}.{row.name}.{run}"
         spec = replace(self.spec(row, group), group_of=row.members)
-        with self.members(spec, row.members) as pids:
+        members = _Peer(spec) if row.kind == "quix" else self.members(spec, row.members)
+        with members as pids:
             return measure.observe(
                 bootstrap=self.cfg.bootstrap, group=group, topic=row.topic,
                 partitions=PARTITIONS, target=row.target, members=row.members, pids=pids.pids,
@@ -211,6 +229,36 @@ class _Bench:
         keys = list(client.scan_iter(match=f"bench-{self.run_id}-*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+class _Peer:
+    """The quix-river app, run by the peer environment's interpreter (bench/peers.py)."""
+
+    def __init__(self, spec: loops.LoopSpec) -> None:
+        app = Path(__file__).with_name("peer_apps") / "quix_river.py"
+        self.argv = [str(peers.peer_python()), str(app), spec.bootstrap, spec.group,
+                     spec.input_topic, spec.output_topic, str(spec.max_records)]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> _Peer:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class _Members:

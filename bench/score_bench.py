@@ -1,6 +1,7 @@
 """Scoring micro-benchmark: records/s of ``AMADetector.score`` by batch size.
 
     python bench/score_bench.py [--threads 1] [--seconds 1.0] [--resnet] [--faithful-mlp]
+                                [--devices cpu,cuda] [--precisions float32,bfloat16]
 
 Models: a 38-dim vector detector (default config with its 3 members, a single member, and
 optionally the faithful single 256-wide-critic model) and a 28x28 image detector (light DCGAN
@@ -22,7 +23,7 @@ import torch
 from model import AMADetector
 from model.networks import FAITHFUL
 
-BATCHES = (1, 32, 256, 1024, 4096)
+BATCHES = (1, 32, 256, 1024, 4096, 16384)
 
 
 def _vector(config: dict[str, object]) -> tuple[AMADetector, np.ndarray]:
@@ -62,7 +63,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per cell")
     ap.add_argument("--resnet", action="store_true", help="also the faithful ResNet image model")
     ap.add_argument("--faithful-mlp", action="store_true", help="also the 256-wide MLP critic")
-    ap.add_argument("--max-image-batch", type=int, default=1024, help="skip larger image batches")
+    ap.add_argument(
+        "--max-image-batch", type=int, default=1024, help="skip larger image batches on the CPU"
+    )
+    ap.add_argument(
+        "--devices", default=None, help="comma-separated (default: cpu, and cuda if any)"
+    )
+    ap.add_argument("--precisions", default="float32,bfloat16", help="scoring precisions")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models: list[tuple[str, AMADetector, np.ndarray]] = []
@@ -78,21 +85,23 @@ def main() -> None:
     if args.resnet:
         det, X = _image("resnet")
         models.append(("image-28x28 resnet", det, X))
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
-    print(f"| model | device | {' | '.join(f'b={b}' for b in BATCHES)} |")
-    print("|---|---|" + "---:|" * len(BATCHES))
+    devices = (args.devices or "cpu" + (",cuda" if torch.cuda.is_available() else "")).split(",")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, GPU {gpu}")
+    print(f"| model | device | precision | {' | '.join(f'b={b}' for b in BATCHES)} |")
+    print("|---|---|---|" + "---:|" * len(BATCHES))
     for name, det, X in models:
         for dev in devices:
-            det.to(dev)
-            cells = []
-            for b in BATCHES:
-                if det.kind == "image" and dev == "cpu" and b > args.max_image_batch:
-                    cells.append("–")
-                    continue
-                cells.append(f"{_rate(det, X, b, args.seconds):,.0f}")
-            print(f"| {name} | {dev} | {' | '.join(cells)} |", flush=True)
-        det.to("cpu")
+            for precision in args.precisions.split(","):
+                det.to(dev, precision)
+                cells = []
+                for b in BATCHES:
+                    if det.kind == "image" and dev == "cpu" and b > args.max_image_batch:
+                        cells.append("–")
+                        continue
+                    cells.append(f"{_rate(det, X, b, args.seconds):,.0f}")
+                print(f"| {name} | {dev} | {precision} | {' | '.join(cells)} |", flush=True)
+        det.to("cpu", "float32")
 
 
 if __name__ == "__main__":

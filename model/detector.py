@@ -14,7 +14,7 @@ import copy
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,11 +30,38 @@ SCORE_CHUNK = 4096  # rows per forward pass when scoring large arrays (bounds pe
 MEMBER_SEED_STRIDE = 1000  # member m trains with seed + 1000 m: distinct from other fits' seeds
 
 
+Precision = Literal["float32", "bfloat16"]
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     """The one place a device is chosen: explicit, else CUDA when available, else CPU."""
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_precision(choice: str | None, device: torch.device) -> Precision:
+    """The one place the scoring precision is chosen: ``float32`` or ``bfloat16`` as asked;
+    ``auto``/None: bfloat16 where the device computes it natively (a CUDA device that supports
+    it; a CPU with AVX512-BF16 or AMX), else float32. Emulated bf16 would be slower than fp32.
+
+    Training always runs in float32; bf16 only scores (docs/model.md, "Scoring precision").
+    """
+    if choice in ("float32", "bfloat16"):
+        return choice  # type: ignore[return-value]
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return "bfloat16"
+    return "float32"
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 class AMADetector:
@@ -64,6 +91,7 @@ class AMADetector:
         # Normalisation tensors live on the scoring device (one host-to-device copy per call).
         self._loc: torch.Tensor | None = None
         self._scale: torch.Tensor | None = None
+        self._precision: Precision = "float32"
 
     # --- properties of the contract ------------------------------------------------------------
 
@@ -112,8 +140,16 @@ class AMADetector:
             del hashlib
         return self._model_version
 
-    def to(self, device: str | torch.device) -> AMADetector:
-        """Move the scorer once; every later ``score`` call makes one host-to-device copy."""
+    @property
+    def precision(self) -> Precision:
+        """The precision scoring computes in (weights stay float32; see :func:`pick_precision`)."""
+        return self._precision
+
+    def to(self, device: str | torch.device, precision: Precision | None = None) -> AMADetector:
+        """Move the scorer once; every later ``score`` call makes one host-to-device copy.
+        ``precision`` (default: unchanged) is what scoring computes in."""
+        if precision is not None:
+            self._precision = precision
         self._device = torch.device(device)
         if self._scorer is not None:
             self._scorer.to(self._device)
@@ -256,9 +292,12 @@ class AMADetector:
         hats: list[torch.Tensor] = []
         norms: list[torch.Tensor] = []
         rows, start = SCORE_CHUNK, 0
-        with torch.inference_mode():
+        bf16 = self._precision == "bfloat16"
+        with torch.inference_mode(), torch.autocast(self._device.type, torch.bfloat16, bf16):
             while start < arr.shape[0]:
                 chunk = torch.from_numpy(arr[start : start + rows])
+                if self._device.type == "cuda":  # one asynchronous copy from page-locked memory
+                    chunk = chunk.pin_memory()
                 try:
                     xn = self._normalise(chunk, self._device)  # one host-to-device copy
                     s, err, x_hat = scorer(xn, keep_recon)

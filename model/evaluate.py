@@ -165,7 +165,13 @@ def _run_ama(job: Job, tr: np.ndarray, te: np.ndarray) -> tuple[dict[str, np.nda
     det.fit(tr, epochs=epochs, batch_size=batch, seed=job.seed, progress=False, device="cpu")
     fit_s = time.perf_counter() - t0
     details = det.score_details(te)
-    return {"z": details["z"], "raw": details["feature"], "recon": details["recon"]}, fit_s
+    # The same model scoring in bfloat16 (model.precision): what a worker on a CPU or GPU with
+    # native bf16 serves with `auto`; paired with the float32 score, so the table shows exactly
+    # what the precision changes.
+    half = det.to("cpu", "bfloat16").score(te)
+    det.to("cpu", "float32")
+    scores = {"z": details["z"], "raw": details["feature"], "recon": details["recon"], "bf16": half}
+    return scores, fit_s
 
 
 def _run_baseline(job: Job, tr: np.ndarray, te: np.ndarray) -> tuple[dict[str, np.ndarray], float]:

@@ -97,7 +97,8 @@ def render(
         "`AMA` = the detector's own score a(x) (default config: one-sided z of the critic "
         "feature mismatch s plus the z of the reconstruction error, averaged over 3 members "
         "for vectors, 1 for images; `AMA-faithful`: the paper's single-model two-sided "
-        "|s-mu|/sigma with the faithful config); `X:raw` = one-sided (s-mu)/sigma of "
+        "|s-mu|/sigma with the faithful config); `AMA:bf16` = the same models' a(x) scored "
+        "in bfloat16 (`model.precision`); `X:raw` = one-sided (s-mu)/sigma of "
         "detector X alone (the paper's feature score, averaged over its members); `X:recon` "
         "= mean |x - x_hat| of the same members. A '(k sets)' suffix marks a mean over an "
         "incomplete set of data sets.",
@@ -105,7 +106,7 @@ def render(
     ]
     if notes:
         parts += [notes, ""]
-    det_cols = ["AMA", "AMA:raw", "AMA:recon", *BASELINES]
+    det_cols = ["AMA", "AMA:bf16", "AMA:raw", "AMA:recon", *BASELINES]
     abl_cols = ["AMA", "AMA:recon", "AMA-noneg", "AMA-noneg:recon", "AMA-noreg",
                 "AMA-noreg:recon", "AMA-faithful", "AMA-faithful:raw",
                 "AMA-faithful:recon"]  # fmt: skip

@@ -139,13 +139,18 @@ class ModelSettings(_Section):
 
     bundle: Path | None = Field(default=None, description="Model bundle directory.")
     device: str | None = Field(default=None, description="torch device; None = cuda if available.")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="What scoring computes in: auto = bfloat16 where the device has it natively "
+        "(a CUDA GPU, a CPU with AVX512-BF16/AMX), else float32. Training is always float32.",
+    )
 
 
 class BatchSettings(_Section):
     """Micro-batching: a batch closes at whichever bound is reached first."""
 
     max_records: int = Field(default=1024, ge=1)
-    max_wait_ms: int = Field(default=50, ge=0)
+    max_wait_ms: int = Field(default=10, ge=0)
 
 
 class ThresholdSettings(_Section):

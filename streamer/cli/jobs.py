@@ -51,6 +51,13 @@ def worker(
         int | None,
         typer.Option("--metrics-port", help="Must be free; 0 = any. Default: 9400 or any free."),
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", help="auto, float32 or bfloat16 (what scoring computes in)."),
+    ] = None,
+    runner: Annotated[
+        str, typer.Option("--runner", help="confluent (librdkafka) or faust (faust-streaming).")
+    ] = "confluent",
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run one worker of the consumer group until SIGTERM/SIGINT (then drain and commit)."""
@@ -58,17 +65,19 @@ def worker(
     from streamer.logs import configure_logging
     from streamer.worker.assemble import run_worker
 
+    if runner not in ("confluent", "faust"):
+        raise typer.BadParameter("--runner must be confluent or faust")
     configure_logging(log_level)
     settings = load_settings(
         config,
         kafka={"bootstrap": bootstrap, "group_id": group, "input_topic": input_topic,
                "scores_topic": scores_topic, "alerts_topic": alerts_topic, "dlq_topic": dlq_topic},
         redis={"url": redis_url, "key_prefix": redis_prefix},
-        model={"bundle": model, "device": device},
+        model={"bundle": model, "device": device, "precision": precision},
         batch={"max_records": max_records, "max_wait_ms": max_wait_ms},
         metrics={"port": metrics_port},
     )  # fmt: skip
-    run_worker(settings)
+    run_worker(settings, runner=runner)  # type: ignore[arg-type]
 
 
 @app.command("retrain")

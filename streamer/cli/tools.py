@@ -134,6 +134,13 @@ def bench(
     bootstrap: Annotated[str, typer.Option("--bootstrap")] = "127.0.0.1:9092",
     redis_url: Annotated[str, typer.Option("--redis-url")] = "redis://127.0.0.1:6379/0",
     device: Device = None,
+    peers: Annotated[
+        bool,
+        typer.Option(
+            "--peers/--no-peers",
+            help="Run the quix-river row (its own environment is made on first use).",
+        ),
+    ] = True,
 ) -> None:
     """Throughput and latency of the worker against the raw Kafka ceiling and River.
 
@@ -146,7 +153,7 @@ def bench(
     from bench.run import FULL, QUICK, run_bench
 
     cfg = replace(QUICK if quick else FULL, bootstrap=bootstrap, redis_url=redis_url,
-                  device=device)  # fmt: skip
+                  device=device, peers=peers)  # fmt: skip
     report = run_bench(cfg, log=lambda line: typer.echo(line, err=True))
     typer.echo(report.markdown())
     if doc is not None or not quick:

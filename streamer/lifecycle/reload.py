@@ -38,7 +38,7 @@ class ModelSlot:
         self.detector = detector
         self._client = client
         self._prefix = prefix
-        self._device = device
+        self._device = device  # every new version scores where and how the first one does
         self._check_every_s = check_every_s
         self._next_check = 0.0
         self._refused: set[str] = set()
@@ -68,6 +68,7 @@ class ModelSlot:
         serving = (self.detector.kind, self.detector.input_shape)
         try:
             candidate = AMADetector.load(pointer.path, device=self._device)
+            candidate.to(self._device, self.detector.precision)
             if candidate.model_version != version:
                 raise RegistryError(
                     f"bundle at {pointer.path} is version {candidate.model_version}, "

@@ -11,11 +11,12 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import redis
 import torch
 
-from model.detector import AMADetector, pick_device
+from model.detector import AMADetector, pick_device, pick_precision
 from model.store import ModelStore
 from schemas.errors import ConfigError
 from schemas.settings import Settings
@@ -26,10 +27,13 @@ from streamer.probes import serve
 from streamer.state.client import connect_from_settings, redis_where
 from streamer.state.verdicts import ThresholdState
 from streamer.worker.config import WorkerOptions
+from streamer.worker.faust_runner import run_faust_worker
 from streamer.worker.loop import Worker
 from streamer.worker.metrics import WorkerMetrics
 
-__all__ = ["build_worker", "run_worker"]
+__all__ = ["Runner", "build_parts", "build_worker", "run_worker"]
+
+Runner = Literal["confluent", "faust"]
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +50,9 @@ def _bundle_path(settings: Settings, client: redis.Redis) -> Path:
     return pointer.path
 
 
-def build_worker(
-    settings: Settings,
-    *,
-    options: WorkerOptions | None = None,
-    metrics: WorkerMetrics | None = None,
-    torch_threads: int = 1,
-) -> Worker:
-    """A ready-to-run worker: the bundle loaded once onto its device, Redis state connected.
+def build_parts(settings: Settings, *, torch_threads: int = 1) -> tuple[ModelSlot, ThresholdState]:
+    """The model slot (the bundle loaded once onto its device and precision, following the
+    registry) and the Redis state: what every runner scores and judges with.
 
     ``torch_threads`` bounds intra-op threads: a micro-batch is small, and extra threads only
     contend with librdkafka's and the other workers' on a small machine.
@@ -62,25 +61,42 @@ def build_worker(
     device = pick_device(settings.model.device)
     client = connect_from_settings(settings)
     detector = AMADetector.load(_bundle_path(settings, client), device=device)
+    detector.to(device, pick_precision(settings.model.precision, device))
     slot = ModelSlot(detector, client=client, prefix=settings.redis.key_prefix, device=str(device))
-    verdicts = ThresholdState.from_settings(settings, client=client)
     log.info(
         "model loaded",
         extra={
             "model_version": detector.model_version,
             "device": str(device),
+            "precision": detector.precision,
             "input_shape": list(detector.input_shape),
         },
     )
+    return slot, ThresholdState.from_settings(settings, client=client)
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    options: WorkerOptions | None = None,
+    metrics: WorkerMetrics | None = None,
+    torch_threads: int = 1,
+) -> Worker:
+    """A ready-to-run confluent-kafka worker (see :func:`build_parts`)."""
+    slot, verdicts = build_parts(settings, torch_threads=torch_threads)
     return Worker(settings, model=slot, verdicts=verdicts, metrics=metrics, options=options)
 
 
-def run_worker(settings: Settings, *, options: WorkerOptions | None = None) -> None:
+def run_worker(
+    settings: Settings, *, runner: Runner = "confluent", options: WorkerOptions | None = None
+) -> None:
     """Log the effective config (secrets masked), serve metrics, check Kafka and Redis, run
     until SIGTERM/SIGINT.
 
     In that order: a port clash or a service that refuses us is a misconfiguration, reported
-    in one line before a model is loaded (streamer/preflight.py).
+    in one line before a model is loaded (streamer/preflight.py). ``runner`` picks the Kafka
+    client the loop runs on (docs/worker.md): ``confluent`` (librdkafka, the default) or
+    ``faust`` (faust-streaming on aiokafka).
     """
     log.info("effective configuration", extra={"settings": settings.redacted_dict()})
     metrics = WorkerMetrics()
@@ -91,6 +107,10 @@ def run_worker(settings: Settings, *, options: WorkerOptions | None = None) -> N
         topics = (kafka.input_topic, kafka.scores_topic, kafka.alerts_topic, kafka.dlq_topic)
         check_kafka(settings, topics, timeout_s=timeout)
         check_redis(connect_from_settings(settings), timeout_s=timeout, where=redis_where(settings))
+        if runner == "faust":
+            slot, verdicts = build_parts(settings)
+            run_faust_worker(settings, model=slot, verdicts=verdicts, metrics=metrics)
+            return
         worker = build_worker(settings, options=options, metrics=metrics)
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:

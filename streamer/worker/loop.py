@@ -1,23 +1,28 @@
 """The confluent-kafka worker: consume a micro-batch, run the pipeline core, produce, commit.
 
-One thread, one batch at a time (docs/worker.md has the full commit order and the reasons):
+One thread, two batches in flight at most (docs/worker.md has the full commit order):
 
 1. catch up: if Redis was unavailable for earlier batches and answers again, apply their held
    records (streamer/worker/backlog.py), produce the alerts that causes, commit them;
-2. gather up to ``max_records`` messages for at most ``max_wait_ms`` (several ``consume`` calls,
-   so an early return of ``consume`` never shrinks a batch: confluent-kafka-python #2205);
-3. :func:`streamer.worker.pipeline.process_batch` decodes, scores, judges and serialises,
-   through :func:`streamer.worker.isolate.process_isolating`, so a record that makes it raise
-   becomes a dead letter instead of stopping the group;
-4. produce every output message, then wait until all are acknowledged, re-producing failures;
-   while waiting longer than ``pause_after_s`` the assigned partitions are paused and the
-   consumer keeps polling, so the group never sees us exceed ``max.poll.interval.ms``;
-5. only then record the batch's offsets as done and commit them (unless the batch is held,
-   because Redis could not take it: then at step 1 of a later round).
+2. gather batch N+1: up to ``max_records`` messages for at most ``max_wait_ms`` (several
+   ``consume`` calls, so an early return never shrinks a batch: confluent-kafka-python #2205);
+3. process it: :func:`streamer.worker.pipeline.process_batch` decodes, scores, judges and
+   serialises, through :func:`streamer.worker.isolate.process_isolating`, so a record that makes
+   it raise becomes a dead letter instead of stopping the group. Meanwhile librdkafka's own
+   threads deliver batch N: the wait for acknowledgements overlaps this work;
+4. settle batch N: wait until all of its outputs are acknowledged, re-producing failures; while
+   waiting longer than ``pause_after_s`` the assigned partitions are paused and the consumer
+   keeps polling, so the group never sees us exceed ``max.poll.interval.ms``; only then record
+   its offsets as done and commit them (unless it is held, because Redis could not take it:
+   then at step 1 of a later round);
+5. produce batch N+1's outputs, which makes it the batch in flight.
 
-The group uses the eager ``roundrobin`` assignor on purpose: with cooperative-sticky, manual
-commits during a rebalance trigger follow-up rebalances (librdkafka #4059), while an eager
-revoke is a clean point to finish the in-flight batch and commit synchronously.
+Batch N+1 is produced only after N settled, so outputs reach the broker in input order and a
+commit never passes an unacknowledged output. A rebalance during step 4 drops batch N+1
+unproduced: its records are consumed again from the committed offsets.
+
+The group uses the eager ``roundrobin`` assignor on purpose (docs/worker.md): an eager revoke
+is a clean point to finish the in-flight batch and commit synchronously.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from schemas.errors import ServiceError
 from schemas.settings import Settings
@@ -38,6 +43,7 @@ from streamer.logs import kafka_logger
 from streamer.worker.backlog import Backlog
 from streamer.worker.batch import OutMessage, RawBatch, Topics
 from streamer.worker.config import WorkerOptions, consumer_config
+from streamer.worker.intake import Intake
 from streamer.worker.isolate import process_isolating
 from streamer.worker.kafka_events import KafkaEvents
 from streamer.worker.metrics import WorkerMetrics
@@ -55,11 +61,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
+class _Prepared:
+    """A processed batch ready to produce, the offsets to commit once it is acknowledged (None:
+    held), the rebalance epoch it was gathered in, and its result for the metrics (None for the
+    alerts of held records that were caught up)."""
+
+    messages: list[OutMessage]
+    offsets: dict[Partition, int] | None
+    epoch: int
+    result: BatchResult | None = None
+
+
+@dataclass(slots=True)
 class _InFlight:
-    """The batch being settled: its delivery, and its offsets unless it is held."""
+    """The batch being delivered: its delivery, what it was, and when it was produced."""
 
     delivery: Delivery
-    offsets: dict[Partition, int] | None
+    prepared: _Prepared
+    sent_at: float
 
 
 class Worker:
@@ -83,7 +102,7 @@ class Worker:
         self._topics = Topics(
             scores=kafka.scores_topic, alerts=kafka.alerts_topic, dlq=kafka.dlq_topic
         )
-        events = KafkaEvents(self.metrics, lambda: self._assigned)
+        events = KafkaEvents(self.metrics, lambda: self._intake.assigned)
         callbacks = {"error_cb": events.on_error, "logger": kafka_logger()}
         self._consumer = Consumer(
             {**consumer_config(settings), **callbacks, "stats_cb": events.on_stats}
@@ -95,11 +114,8 @@ class Worker:
         self._backlog = Backlog(settings.worker.max_held_records)
         self._stop = threading.Event()
         self._stop_at = 0.0
-        self._assigned: set[Partition] = set()
+        self._intake = Intake(self._consumer, settings.batch, self.metrics, self._stop)
         self._inflight: _InFlight | None = None
-        self._carry: list[Message] = []  # messages a poll returned while waiting for acks
-        self._paused = False
-        self._epoch = 0  # bumped by every revoke/loss: messages gathered before it are stale
 
     @property
     def model_version(self) -> str:
@@ -133,76 +149,51 @@ class Worker:
             while not self._stop.is_set():
                 self._maybe_reload()
                 self._catch_up()
-                batch = self._gather()
-                if batch:
-                    self._handle(batch)
+                batch = self._intake.gather()
+                ready = self._prepare(batch) if batch else None
+                self._settle()
+                if ready is not None and ready.epoch == self._intake.epoch:
+                    self._send(ready)
+                elif ready is not None:  # a rebalance during the settle: consumed again
+                    self.metrics.rebalance_drops.inc()
         finally:
             self.metrics.set_running(False)
             self._close()
 
     def _close(self) -> None:
-        if self._inflight is not None:  # stopped while settling (only via an exception)
+        if self._inflight is not None:  # the last batch, or stopped while settling
             self._finish_inflight(self._opt.drain_budget_s)
         if self._backlog:
             log.warning(
                 "records judged without Redis stay uncommitted; they will be processed again",
                 extra={"records": self._backlog.records},
             )
-        self._book.commit_sync([tp for tp in self._assigned])
+        self._book.commit_sync(list(self._intake.assigned))
         self._consumer.close()  # leaves the group now: partitions move without a session timeout
         self._outbox.close(5.0)  # only stray retries of abandoned batches can be left
         log.info("worker stopped")
 
     # --- one batch ------------------------------------------------------------------------------
 
-    def _gather(self) -> list[Message]:
-        """Up to ``max_records`` messages within ``max_wait_ms`` of the first call."""
-        max_records = self._settings.batch.max_records
-        deadline = time.monotonic() + self._settings.batch.max_wait_ms / 1000.0
-        batch, self._carry = self._carry, []
-        epoch = self._epoch
-        while len(batch) < max_records and not self._stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            got = self._consumer.consume(max_records - len(batch), timeout=left)
-            self.metrics.tick()
-            if self._epoch != epoch:  # a rebalance ran inside consume: earlier messages are stale
-                batch, epoch = [], self._epoch
-            batch.extend(m for m in got if self._usable(m))
-        return [m for m in batch if (m.topic(), m.partition()) in self._assigned]
-
-    def _usable(self, message: Message) -> bool:
-        err = message.error()
-        if err is None:
-            return True
-        if err.fatal():
-            raise KafkaException(err)
-        if err.code() != KafkaError._PARTITION_EOF:
-            log.warning("consume error: %s", err.str())
-        return False
-
-    def _handle(self, messages: list[Message]) -> None:
+    def _prepare(self, messages: list[Message]) -> _Prepared | None:
+        """Process a gathered batch into the messages to produce (not produced yet)."""
         raw = RawBatch.of_kafka(messages)
+        epoch = self._intake.epoch
         result = self._process(raw)
         if result is None:  # stopped, or the partitions moved on, while a service was out
-            return
-        offsets = next_offsets(raw)
+            return None
         held = bool(result.unjudged) or bool(self._backlog)
         if held:  # committed once Redis has taken these records and every older held one
-            self._backlog.hold(result.unjudged, offsets)
+            self._backlog.hold(result.unjudged, next_offsets(raw))
             self.metrics.degraded_records.inc(sum(len(r) for r in result.unjudged))
             self.metrics.held_records.set(self._backlog.records)
-            self.metrics.set_redis_ok(False)
-        else:
-            self.metrics.set_redis_ok(True)
-        if self._settle(result.messages, None if held else offsets):
-            self.metrics.record_batch(result, self._settings.batch.max_records)
+        self.metrics.set_redis_ok(not held)
+        return _Prepared(result.messages, None if held else next_offsets(raw), epoch, result)
 
     def _process(self, raw: RawBatch) -> BatchResult | None:
         """Run the core on ``raw``; wait and retry while a service cannot do its part, stop on
         a fatal one. Records that make the core raise come back as dead letters."""
-        epoch = self._epoch
+        epoch = self._intake.epoch
         detector = self._model.detector
         # While older batches are held, none may reach Redis before them: judge from the cache.
         verdicts = self._verdicts.cached() if self._backlog else self._verdicts
@@ -222,7 +213,7 @@ class Worker:
                 self.metrics.waits.labels("device").inc()
                 log.error("batch not processed; retrying", extra={"error": str(exc)})
                 self._wait(self._opt.service_retry_s)
-                if self._stop.is_set() or self._epoch != epoch:
+                if self._stop.is_set() or self._intake.epoch != epoch:
                     return None
 
     def _catch_up(self) -> None:
@@ -237,35 +228,49 @@ class Worker:
                 extra={"records": done.records, "alerts": len(done.messages)},
             )
             self.metrics.caught_up_records.inc(done.records)
-            if self._settle(done.messages, done.offsets):
+            self._settle()  # what is in flight first: commits stay in input order
+            self._send(_Prepared(done.messages, done.offsets, self._intake.epoch))
+            if self._settle():
                 for status, n in done.alerts.items():
                     self.metrics.late_alerts.labels(status).inc(n)
         self.metrics.set_redis_ok(not self._backlog)
-        if self._backlog.full and not self._paused:
+        if self._backlog.full and not self._intake.paused:
             log.warning(
                 "held records at their limit: consumption paused until Redis is back",
                 extra={"records": self._backlog.records},
             )
             self.metrics.waits.labels("redis").inc()
-            self._pause()
+            self._intake.pause()
         else:
             self._resume()
 
-    def _settle(self, messages: list[OutMessage], offsets: dict[Partition, int] | None) -> bool:
-        """Produce, wait for every acknowledgement, then commit ``offsets`` (None: the batch is
-        held, nothing to commit yet). False if a revoke or the shutdown budget came first."""
-        started = time.perf_counter()
-        self._inflight = _InFlight(self._outbox.send(messages), offsets)
+    def _send(self, prepared: _Prepared) -> None:
+        """Produce a prepared batch's outputs; it is in flight until :meth:`_settle`."""
+        delivery = self._outbox.send(prepared.messages)
+        self._inflight = _InFlight(delivery, prepared, time.perf_counter())
+
+    def _settle(self) -> bool:
+        """Wait for every acknowledgement of the batch in flight, then commit its offsets (none
+        when it is held). False if there is none, or a revoke or the shutdown budget came
+        first."""
+        if self._inflight is None:
+            return False
+        # A rebalance that arrived while the next batch was scored is served here, before that
+        # batch is produced (the loop then drops it: its partitions may have moved).
+        self._intake.poll()
         settled = self._await_acks()
         acked = time.perf_counter()
         inflight, self._inflight = self._inflight, None
         if inflight is None:  # a revoke finished (or dropped) this batch meanwhile
             return False
+        offsets = inflight.prepared.offsets
         if settled and offsets is not None:
             self._book.done(offsets)
             self._book.commit_async(offsets)
             self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - acked)
-        self.metrics.stage_seconds.labels("produce").observe(acked - started)
+        self.metrics.stage_seconds.labels("produce").observe(acked - inflight.sent_at)
+        if settled and inflight.prepared.result is not None:
+            self.metrics.record_batch(inflight.prepared.result, self._settings.batch.max_records)
         self._resume()
         return settled
 
@@ -281,23 +286,23 @@ class Worker:
                 log.error("shutdown budget spent with unacknowledged outputs; not committing")
                 return False
             if time.monotonic() - started > self._opt.pause_after_s:
-                self._pause()
-                self._poll()
+                self._intake.pause()
+                self._intake.poll()
         return self._inflight is not None
 
     def _wait(self, seconds: float) -> None:
         """Stay a live group member for ``seconds`` without taking records."""
-        self._pause()
+        self._intake.pause()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self._stop.is_set():
             self.metrics.tick()
-            self._poll(0.1)
+            self._intake.poll(0.1)
         self._resume()
 
-    def _poll(self, timeout: float = 0.0) -> None:
-        message = self._consumer.poll(timeout)  # serves rebalances; paused => no records
-        if message is not None and self._usable(message):
-            self._carry.append(message)
+    def _resume(self) -> None:
+        """Resume consuming, unless the backlog of held records is at its limit."""
+        if not self._backlog.full:
+            self._intake.resume()
 
     def _maybe_reload(self) -> None:
         outcome = self._model.maybe_reload()
@@ -305,29 +310,12 @@ class Worker:
             self.metrics.model_reloads.labels(outcome).inc()
             self.metrics.serving(self.model_version)
 
-    # --- back-pressure --------------------------------------------------------------------------
-
-    def _pause(self) -> None:
-        if not self._paused and self._assigned:
-            self._consumer.pause(_tps(self._assigned))
-            self._paused = True
-            log.info("paused partitions")
-
-    def _resume(self) -> None:
-        """Resume consuming, unless the backlog of held records is at its limit."""
-        if self._paused and not self._backlog.full:
-            self._paused = False
-            if self._assigned:
-                self._consumer.resume(_tps(self._assigned))
-
     # --- rebalance callbacks (run inside consume/poll on this thread) ---------------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned = {(tp.topic, tp.partition) for tp in partitions}
-        self._paused = False  # a fresh eager assignment starts unpaused
-        self.metrics.assigned_partitions.set(len(self._assigned))
+        self._intake.own(partitions)
         self.metrics.set_joined()
-        log.info("partitions assigned", extra={"partitions": sorted(self._assigned)})
+        log.info("partitions assigned", extra={"partitions": sorted(self._intake.assigned)})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish the in-flight batch within the revoke budget, commit, and let go."""
@@ -347,9 +335,9 @@ class Worker:
         inflight = self._inflight
         if inflight is not None and self._outbox.settle(inflight.delivery, budget_s):
             self._inflight = None
-            if inflight.offsets is not None:
-                self._book.done(inflight.offsets)
-                self._book.commit_sync(inflight.offsets)
+            if inflight.prepared.offsets is not None:
+                self._book.done(inflight.prepared.offsets)
+                self._book.commit_sync(inflight.prepared.offsets)
         else:
             self._drop_inflight()
 
@@ -370,12 +358,5 @@ class Worker:
         self._book.forget(partitions)
         dropped = self._backlog.forget(partitions)
         self.metrics.held_records.set(self._backlog.records)
-        self._assigned -= set(partitions)
-        self._carry = [m for m in self._carry if (m.topic(), m.partition()) in self._assigned]
-        self._epoch += 1
-        self.metrics.assigned_partitions.set(len(self._assigned))
+        self._intake.let_go(partitions)
         log.info(f"partitions {why}", extra={"partitions": sorted(partitions), "held": dropped})
-
-
-def _tps(partitions: set[Partition]) -> list[TopicPartition]:
-    return [TopicPartition(topic, partition) for topic, partition in sorted(partitions)]

@@ -96,6 +96,11 @@ class WorkerMetrics:
         self.delivery_failures = Counter(
             "ama_delivery_failures", "Failed deliveries (re-produced).", ["error"], registry=r
         )
+        self.rebalance_drops = Counter(
+            "ama_rebalance_dropped_batches",
+            "Batches scored but not produced because a rebalance came first (consumed again).",
+            registry=r,
+        )
         self.dropped_failures = Counter(
             "ama_abandoned_delivery_failures",
             "Failed deliveries of batches given up on a revoke (never re-produced).",

@@ -41,7 +41,8 @@ def test_defaults() -> None:
     assert (settings.kafka.input_topic, settings.kafka.scores_topic) == ("ama.input", "ama.scores")
     assert (settings.kafka.alerts_topic, settings.kafka.dlq_topic) == ("ama.alerts", "ama.dlq")
     assert settings.redis.url == "redis://127.0.0.1:6379/0"
-    assert settings.batch.max_records == 1024 and settings.batch.max_wait_ms == 50
+    assert settings.batch.max_records == 1024 and settings.batch.max_wait_ms == 10
+    assert settings.model.precision == "auto"
     assert settings.thresholds.policy == "quantile" and settings.thresholds.ttl_s == 7 * 86400
     assert settings.limits.max_message_bytes == 1_000_000
     assert settings.metrics.port is None  # 9400, or a free port if taken (streamer/probes.py)

@@ -37,6 +37,7 @@ def start_worker(
     redis_url: str,
     prefix: str,
     log: Path,
+    runner: str,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -72,6 +73,8 @@ def start_worker(
         "128",
         "--metrics-port",
         "0",
+        "--runner",
+        runner,
     ]
     return subprocess.Popen(argv, env=env, stderr=log.open("ab"), stdout=subprocess.DEVNULL)
 
@@ -83,7 +86,9 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 90.0) 
         time.sleep(0.25)
 
 
+@pytest.mark.parametrize("runner", ["confluent", "faust"])
 def test_kill_9_mid_stream_then_restart_scores_every_offset(
+    runner: str,
     kafka_bootstrap: str,
     redis_url: str,
     redis_prefix: str,
@@ -107,7 +112,7 @@ def test_kill_9_mid_stream_then_restart_scores_every_offset(
     def done() -> int:
         return committed_total(kafka_bootstrap, group, topics.input)
 
-    args = (kafka_bootstrap, group, topics, tiny_bundle, redis_url, redis_prefix, log)
+    args = (kafka_bootstrap, group, topics, tiny_bundle, redis_url, redis_prefix, log, runner)
     worker = start_worker(*args)
     feeder = threading.Thread(target=feed)
     try:
@@ -136,7 +141,8 @@ def test_kill_9_mid_stream_then_restart_scores_every_offset(
     )
     assert len(per_offset) == N + 1, "an input offset was never scored"
     duplicates = sum(per_offset.values()) - len(per_offset)
-    print(f"kill -9 at {killed_at} committed of {N + 1}: {duplicates} duplicate score events")
+    print(f"{runner}: kill -9 at {killed_at} committed of {N + 1}: {duplicates} duplicates")
     logged = log.read_text()
-    assert "worker stopped" in logged  # the SIGTERM path drained and closed
+    # the SIGTERM path drained and closed
+    assert ("worker stopped" if runner == "confluent" else "faust runner stopped") in logged
     assert "effective configuration" in logged and SECRET not in logged

@@ -6,7 +6,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pytest
 from helpers import Topics, make_settings, make_worker, produce, read_topic, running
 from worker_support import normal_values, sensor_value
@@ -75,3 +77,56 @@ def test_two_workers_split_partitions_and_a_stopped_one_hands_over_without_gap(
     # The stopping worker committed its in-flight batch before letting go, and the survivor's
     # own revoke (eager) did the same: a clean handover scores nothing twice.
     assert sum(per_offset.values()) == len(items)
+
+
+class Slow:
+    """The real detector, a fixed 0.2 s slower per batch: a rebalance then reliably lands while
+    one batch is in flight and the next is being scored."""
+
+    def __init__(self, detector: AMADetector) -> None:
+        self._detector = detector
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._detector, name)
+
+    def score_with_features(self, x: np.ndarray, top_k: int) -> tuple[np.ndarray, Any]:
+        time.sleep(0.2)
+        return self._detector.score_with_features(x, top_k)
+
+
+def test_a_rebalance_while_the_next_batch_is_scored_drops_it_unproduced(
+    kafka_bootstrap: str,
+    redis_url: str,
+    redis_prefix: str,
+    topics: Topics,
+    group_factory: Callable[[], str],
+    detector: AMADetector,
+) -> None:
+    """Two batches in flight (one produced, one scored): a rebalance drops the scored one before
+    it is produced, so no output overtakes the commit order; its records are scored again
+    from the committed offsets, and every key's events keep their input order."""
+    settings = make_settings(
+        kafka_bootstrap, group_factory(), topics, redis_url=redis_url, prefix=redis_prefix,
+        max_records=32,
+    )  # fmt: skip
+    rows = normal_values(1500, seed=8)
+    items = [
+        (f"m{i % 8}".encode(), sensor_value(f"m{i % 8}", float(i), r)) for i, r in enumerate(rows)
+    ]
+    produce(kafka_bootstrap, topics.input, items)
+    first = make_worker(settings, Slow(detector))  # type: ignore[arg-type]
+    second = make_worker(settings, Slow(detector))  # type: ignore[arg-type]
+    with running(first):
+        wait_for(lambda: first.metrics.records_in._value.get() > 100, "the first worker to score")
+        with running(second):  # joining rebalances the group while the first is busy
+            scores = read_topic(kafka_bootstrap, topics.scores, expect=len(items), settle=2.0)
+    events = [ScoreEvent.model_validate_json(m.value()) for m in scores]
+    per_offset = Counter((e.source.partition, e.source.offset) for e in events)
+    assert len(per_offset) == len(items), "some input offsets were never scored"
+    assert first.metrics.rebalance_drops._value.get() >= 1  # the case this test is about
+    first_seen: dict[str, list[tuple[int, int]]] = {}
+    for e in events:
+        where = (e.source.partition, e.source.offset)
+        if where not in first_seen.setdefault(e.key, []):
+            first_seen[e.key].append(where)
+    assert all(seen == sorted(seen) for seen in first_seen.values())
