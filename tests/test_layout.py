@@ -31,7 +31,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "streamer.lifecycle": ("streamer.worker", DASHBOARD, *EDGES),
     "streamer.worker": (DASHBOARD, *EDGES),
     # The dashboard reads Kafka, Redis and the registry; never the worker's hot path or torch.
-    "streamer.dashboard": ("torch", "streamer.worker", *EDGES),
+    "streamer.dashboard": ("torch", "model", "streamer.worker", *EDGES),
     "streamer.devtools": ("streamer.cli", "bench"),
     "bench": ("streamer.cli",),
 }

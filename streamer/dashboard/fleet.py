@@ -23,12 +23,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as TP
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from model.bundle import BundleError, read_bundle
 from schemas.settings import Settings
 from streamer.lifecycle import registry
 from streamer.logs import kafka_logger
@@ -285,9 +285,15 @@ class FleetPoller:
 
 def _floor(pointer: registry.Pointer) -> float | None:
     """The bundle's calibrated threshold (every key's threshold floor), if this host can read
-    the bundle; the key view's Redis reading needs it."""
+    the bundle; the key view's Redis reading needs it.
+
+    Read straight from the bundle's ``metadata.json`` (``calibration.threshold``, model/bundle.py)
+    rather than through model.bundle, which would import torch: 600 MB of resident memory for
+    one number. The dashboard only shows it, so the weights' checksum is not verified here.
+    """
     try:
-        return float(read_bundle(pointer.path).metadata["calibration"]["threshold"])
-    except (BundleError, KeyError, TypeError, ValueError, OSError) as exc:
-        log.warning("cannot read the serving bundle", extra={"error": str(exc)})
+        metadata = orjson.loads((pointer.path / "metadata.json").read_bytes())
+        return float(metadata["calibration"]["threshold"])
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        log.warning("cannot read the serving bundle's metadata", extra={"error": str(exc)})
         return None

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -69,6 +70,9 @@ def test_the_command_serves_the_page_and_commits_nothing(
             0, 1, 2, 3,
         ]  # fmt: skip
         assert _get(base + "/api/key?key=nobody")[0] == 404
+        # torch stays out: the dashboard reads the registry, never a model (600 MB resident)
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "libtorch" not in maps and "confluent_kafka" in maps
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
