@@ -33,6 +33,7 @@ class DashboardState:
         self.rates = Rates()
         self.health = Health()
         self.fleet = Fleet()
+        self.read = {"scores": 0, "alerts": 0}  # messages read since start
         self.skipped = 0  # messages on the topics that were not score events or alerts
         self._listeners: list[Callable[[list[dict[str, Any]]], None]] = []
 
@@ -49,6 +50,7 @@ class DashboardState:
             self.series.add(batch)
             self.alerts.add_flagged(flagged)
             self.rates.add(records=len(batch.keys), flagged=len(flagged))
+            self.read["scores"] += len(values)
             self.skipped += bad
 
     def add_alerts(self, values: list[bytes]) -> None:
@@ -56,6 +58,7 @@ class DashboardState:
         with self.lock:
             changed = [a["alert_id"] for a in alerts if self.alerts.add_alert(a)]
             self.rates.add(alerts=sum(a["status"] == "firing" for a in alerts))
+            self.read["alerts"] += len(values)
             self.skipped += bad
             episodes = [e for e in map(self.alerts.one, dict.fromkeys(changed)) if e is not None]
         if episodes:
@@ -85,6 +88,8 @@ class DashboardState:
                 "group_state": fleet.group_state,
                 "model": fleet.model,
                 "keys": len(self.series),
+                "read": dict(self.read),
+                "skipped": self.skipped,
                 "health": self.health.view(),
                 "refreshed_at": fleet.refreshed_at,
             }

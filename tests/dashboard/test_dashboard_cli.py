@@ -65,7 +65,11 @@ def test_the_command_serves_the_page_and_commits_nothing(
             assert status == 200 and body, path
         assert b"cdn" not in page.lower() and b"https://" not in page
         assert _get(base + "/healthz")[0] == 200
-        fleet = json.loads(_get(base + "/api/fleet")[1])
+        deadline = time.monotonic() + 30
+        while (fleet := json.loads(_get(base + "/api/fleet")[1]))["read"]["scores"] < 1:
+            assert time.monotonic() < deadline, "the produced message was never read"
+            time.sleep(0.2)
+        assert fleet["skipped"] == 1 and fleet["keys"] == 0  # not a score event: skipped
         assert fleet["group"] == group and [p["partition"] for p in fleet["partitions"]] == [
             0, 1, 2, 3,
         ]  # fmt: skip
