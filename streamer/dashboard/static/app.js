@@ -99,9 +99,9 @@ async function loadRates() {
   if (!S.charts.fleet) {
     S.charts.fleet = new uPlot({
       width: el.clientWidth - 16, height: 220,
-      series: [{}, { label: "records/s", stroke: "#2563eb", width: 1.5, fill: "rgba(37,99,235,0.08)" },
-        { label: "flagged/s", stroke: "#dc2626", width: 1.5, scale: "f" },
-        { label: "new alerts/s", stroke: "#7c3aed", width: 1.5, scale: "f" }],
+      series: [{}, { label: "records/s", stroke: "#2563eb", width: 1.5, fill: "rgba(37,99,235,0.08)", points: { show: false } },
+        { label: "flagged/s", stroke: "#dc2626", width: 1.5, scale: "f", points: { show: false } },
+        { label: "new alerts/s", stroke: "#7c3aed", width: 1.5, scale: "f", points: { show: false } }],
       scales: { y: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.1)] }, f: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.1)] } },
       axes: [{}, { label: "records/s", size: 60 }, { side: 1, scale: "f", label: "flagged, alerts /s", grid: { show: false } }],
     }, data, el);
