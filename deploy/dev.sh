@@ -2,7 +2,8 @@
 # Fresh-machine entry points for development and CI:
 #
 #   deploy/dev.sh setup   make/refresh the virtualenv and install the project (+ dev extras)
-#   deploy/dev.sh test    setup, lint, start the local Kafka + Redis, run the test suite, stop them
+#   deploy/dev.sh test    setup, system tools for the tests (Chromium, promtool), lint, start the
+#                         local Kafka + Redis, run the test suite, stop them
 #   deploy/dev.sh demo    setup, then `ama-stream demo` (brings up the stack itself and stops
 #                         what it started); the full SMD data from ../shared/data/smd if present
 #
@@ -37,8 +38,28 @@ setup() {
   export PATH="$VENV/bin:$PATH"
 }
 
+# System tools the tests need besides Kafka and Redis: Debian's Chromium and its WebDriver (the
+# dashboard's browser tests) and promtool (from the prometheus package: the alert rules' checks
+# and unit tests). Installed with apt-get when missing and we are root; a no-op once present.
+system_tools() {
+  local need=()
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
+  command -v promtool >/dev/null || need+=(prometheus)
+  [ ${#need[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${need[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null; }
+  else
+    log "missing ${need[*]}: install them (Debian: apt-get install ${need[*]}); tests/dashboard and tests/deploy need them"
+  fi
+}
+
 run_tests() {
   setup
+  system_tools
   cd "$ROOT"
   log "lint: ruff, mypy"
   ruff check .

@@ -31,6 +31,7 @@ ReprArgs = Iterator[tuple[str | None, Any]]  # what pydantic's __repr_args__ yie
 __all__ = [
     "AlertSettings",
     "BatchSettings",
+    "DashboardSettings",
     "KafkaSettings",
     "LimitSettings",
     "MetricsSettings",
@@ -300,6 +301,48 @@ class RetrainSettings(_Section):
         return self
 
 
+class DashboardSettings(_Section):
+    """The read-only web dashboard (docs/dashboard.md): what it keeps in memory, and where."""
+
+    port: int = Field(
+        default=8400, ge=0, le=65535, description="HTTP port of the page (0 = any free port)."
+    )
+    host: str = Field(default="0.0.0.0", min_length=1, description="Address to listen on.")
+    group_id: str = Field(
+        default="ama-stream-dashboard",
+        min_length=1,
+        description="The dashboard's own consumer group; it reads by assignment, never commits.",
+    )
+    history_s: float = Field(
+        default=3600, ge=60, description="How far back each key's chart and the heat map reach."
+    )
+    bucket_s: float = Field(
+        default=10, gt=0, description="One chart point per key per bucket (the largest score)."
+    )
+    max_keys: int = Field(
+        default=20_000,
+        ge=1,
+        description="Keys kept in memory; beyond it the least recently seen key is dropped.",
+    )
+    backfill_s: float = Field(
+        default=300, ge=0, description="Score events read back at start-up (seconds)."
+    )
+    alerts_backfill_s: float = Field(
+        default=86_400, ge=0, description="Alert events read back at start-up (seconds)."
+    )
+    resolved_kept: int = Field(default=500, ge=1, description="Resolved episodes kept.")
+    poll_s: float = Field(
+        default=2.0, gt=0, description="How often group, lag and model state are refreshed."
+    )
+
+    @model_validator(mode="after")
+    def _check_buckets(self) -> Self:
+        """The per-key ring buffers hold history_s / bucket_s slots each; bound them."""
+        if self.history_s / self.bucket_s > 10_000:
+            raise ValueError("dashboard.history_s / dashboard.bucket_s must be <= 10000")
+        return self
+
+
 _yaml_path: ContextVar[Path | None] = ContextVar("ama_settings_yaml", default=None)
 
 
@@ -323,6 +366,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()
     retrain: RetrainSettings = RetrainSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -5,6 +5,8 @@
 - :mod:`streamer.state`: per-key thresholds and alert state in Redis (one Lua script per batch).
 - :mod:`streamer.lifecycle`: which model the group serves (registry, hot reload) and how a new
   one is made (retrain job, training window, gate, drift).
+- :mod:`streamer.dashboard`: the read-only web dashboard over the scores and alerts topics and
+  Redis.
 - :mod:`streamer.cli`: the ``ama-stream`` command line, one module per command group.
 - :mod:`streamer.devtools`: the local Kafka + Redis stack, dataset replay and the demo.
 

@@ -10,6 +10,7 @@ runs comes from the wheel.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,19 +31,25 @@ PACKAGE_DATA = (
     "streamer/devtools/kafka/server.properties",
     "streamer/devtools/kafka/log4j2.yaml",
     "streamer/devtools/demo_data/smd-machine-2-7.npz",
+    "streamer/dashboard/static/index.html",
+    "streamer/dashboard/static/app.js",
+    "streamer/dashboard/static/app.css",
+    "streamer/dashboard/static/vendor/uPlot.iife.min.js",
+    "streamer/dashboard/static/vendor/uPlot.min.css",
+    "streamer/dashboard/static/vendor/uPlot.LICENSE",
 )
 
 # Run by the fresh virtualenv's interpreter in the unrelated folder: topics, a tiny model, a
-# replay, one worker, and the score events read back.
+# replay, one worker, the score events read back, and the dashboard serving its page's files.
 ROUND_TRIP = """
-import json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time, urllib.request
 import numpy as np
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import streamer
 assert streamer.__file__.startswith(sys.prefix), streamer.__file__  # the wheel, not the checkout
-bootstrap, redis_url = sys.argv[1], sys.argv[2]
+bootstrap, redis_url, port = sys.argv[1], sys.argv[2], sys.argv[3]
 cli = [os.path.join(sys.prefix, "bin", "ama-stream")]
 topics = ["in", "scores", "alerts", "dlq"]
 admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -66,7 +73,21 @@ while seen < 100 and time.monotonic() < deadline:
     seen += sum(m.error() is None for m in consumer.consume(100, timeout=0.5))
 consumer.close()
 worker.send_signal(signal.SIGTERM)
-print(json.dumps({"scored": seen, "worker_exit": worker.wait(60)}))
+worker_exit = worker.wait(60)
+dashboard = subprocess.Popen([*cli, "dashboard", "--bootstrap", bootstrap, "--redis-url",
+    redis_url, "--input-topic", "in", "--scores-topic", "scores", "--alerts-topic", "alerts",
+    "--dlq-topic", "dlq", "--port", port], stderr=subprocess.DEVNULL)
+script, deadline = b"", time.monotonic() + 90
+while not script and time.monotonic() < deadline:
+    try:
+        url = f"http://127.0.0.1:{port}/static/vendor/uPlot.iife.min.js"
+        script = urllib.request.urlopen(url, timeout=2).read()
+    except OSError:
+        time.sleep(0.3)
+dashboard.send_signal(signal.SIGTERM)
+print(json.dumps({"scored": seen, "worker_exit": worker_exit,
+                  "uplot": script.startswith(b"/*! https://github.com/leeoniya/uPlot"),
+                  "dashboard_exit": dashboard.wait(60)}))
 """
 
 
@@ -102,16 +123,19 @@ def test_the_wheel_runs_the_local_stack_and_a_round_trip_from_anywhere(tmp_path:
     cli = str(venv / "bin" / "ama-stream")
 
     assert "worker" in _run([cli, "--help"], elsewhere, env).stdout
-    kafka, controller, redis = free_ports(3)
+    kafka, controller, redis, dashboard = free_ports(4)
     stack = ["--state-dir", str(tmp_path / "stack"), "--kafka-port", str(kafka),
              "--controller-port", str(controller), "--redis-port", str(redis)]  # fmt: skip
     try:
         _run([cli, "local", "up", *stack], elsewhere, env)
         out = _run(
-            [str(python), "-c", ROUND_TRIP, f"127.0.0.1:{kafka}", f"redis://127.0.0.1:{redis}/0"],
+            [str(python), "-c", ROUND_TRIP, f"127.0.0.1:{kafka}", f"redis://127.0.0.1:{redis}/0",
+             str(dashboard)],
             elsewhere, env,
         )  # fmt: skip
-        assert out.stdout.strip().splitlines()[-1] == '{"scored": 100, "worker_exit": 0}'
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+            "scored": 100, "worker_exit": 0, "uplot": True, "dashboard_exit": 0,
+        }  # fmt: skip
     finally:
         down = _run([cli, "local", "down", *stack], elsewhere, env)
     assert "kafka: stopped" in down.stdout and "redis: stopped" in down.stdout

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from schemas.errors import AmaStreamError
-from streamer.cli import jobs, local, model, tools, topics
+from streamer.cli import dashboard, jobs, local, model, tools, topics
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(local.app, name="local")
 app.add_typer(topics.app, name="topics")
 app.add_typer(jobs.app)
+app.add_typer(dashboard.app)
 app.add_typer(model.app)
 app.add_typer(tools.app)
 

@@ -287,6 +287,14 @@ class LocalStack:
                 start_new_session=True,
             )
         self._pid_path(name).write_text(f"{process.pid}\n{_marker(name, self)}\n")
+        # For its first milliseconds the child has not exec'd yet and /proc shows an empty
+        # command line, which _running_pid would read as "not ours" (so `up` reported a
+        # starting broker as exited, and `down` then left it running). Wait for the exec.
+        deadline = time.monotonic() + 5.0
+        while process.poll() is None and time.monotonic() < deadline:
+            if self._running_pid(name) is not None:
+                break
+            time.sleep(0.005)
 
     def _running_pid(self, name: str) -> int | None:
         """The PID from our PID file if that process is alive and is still the one we started."""

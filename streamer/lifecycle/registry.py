@@ -22,15 +22,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 import redis
 
-from model.detector import AMADetector
-from model.store import ModelStore
 from schemas.errors import AmaStreamError
+
+if TYPE_CHECKING:  # torch comes with the detector: readers of the pointer (the dashboard) skip it
+    from model.detector import AMADetector
+    from model.store import ModelStore
 
 __all__ = [
     "Incompatible",
@@ -240,6 +242,8 @@ def publish(
     read, serving = _read(client, prefix)
     if based_on != serving:
         raise Superseded("the serving model changed meanwhile (another publish); nothing changed")
+    from model.detector import AMADetector  # here, not at the top: see the imports
+
     detector = AMADetector.load(bundle, device="cpu")
     if version is not None and detector.model_version != version:
         raise RegistryError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,5 +44,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 3_000,
         "statistics.interval.ms": 5000,  # per-partition lag and broker state for the metrics
+        # Names the member in the group's description, so the dashboard (and kafka-consumer-
+        # groups.sh) can say which worker owns which partition; kafka.extra may override it.
+        "client.id": f"ama-worker-{socket.gethostname()}-{os.getpid()}",
         **settings.kafka.client_config(),
     }

@@ -2,6 +2,9 @@
 
 Each worker owns its own :class:`~prometheus_client.CollectorRegistry`, so several workers in one
 process (tests, the benchmark) never collide on metric names. streamer/probes.py serves them.
+Names follow Prometheus conventions (base units in the name, ``_total`` on counters, which
+prometheus-client adds); deploy/prometheus and deploy/grafana use them, and
+tests/deploy/test_metrics_contract.py checks both against a running worker.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class WorkerMetrics:
             "ama_rejects", "Input records sent to the DLQ.", ["code"], registry=r
         )
         self.batch_size = Histogram(
-            "ama_batch_size", "Records per micro-batch.", buckets=_SIZE_BUCKETS, registry=r
+            "ama_batch_size_records", "Records per micro-batch.", buckets=_SIZE_BUCKETS, registry=r
         )
         self.batch_fill = Histogram(
             "ama_batch_fill_ratio", "Batch size / max_records.", buckets=_FILL_BUCKETS, registry=r
@@ -113,7 +116,7 @@ class WorkerMetrics:
             "ama_model_reloads", "Hot-reload attempts by outcome.", ["outcome"], registry=r
         )
         self.consumer_lag = Gauge(
-            "ama_consumer_lag",
+            "ama_consumer_lag_records",
             "Records behind the high watermark.",
             ["topic", "partition"],
             registry=r,

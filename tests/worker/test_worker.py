@@ -171,7 +171,7 @@ def test_metrics_and_probes_are_served_over_http(
         'ama_rejects_total{code="not_json"} 1.0',
         f'ama_model_info{{model_version="{detector.model_version}"}} 1.0',
         "ama_end_to_end_seconds_count 50.0",
-        'ama_consumer_lag{partition="',
+        'ama_consumer_lag_records{partition="',
         'ama_stage_seconds_count{stage="commit"}',
         "ama_batch_fill_ratio_count",
     ):
