@@ -54,6 +54,7 @@ class LoopSpec:
     max_wait_ms: int
     group_of: int = 1  # members of the group this process is one of
     noop_scoring: bool = False  # the model's share: the worker with scoring replaced by zeros
+    guarantee: str = "at-least-once"
     profile_to: Path | None = None  # write cProfile stats of the loop here
 
 
@@ -78,6 +79,7 @@ def _settings(spec: LoopSpec) -> Any:
         redis={"url": spec.redis_url, "key_prefix": spec.redis_prefix},
         model={"bundle": spec.bundle, "device": spec.device, "precision": spec.precision},
         batch={"max_records": spec.max_records, "max_wait_ms": spec.max_wait_ms},
+        worker={"guarantee": spec.guarantee},
     )  # fmt: skip
 
 

@@ -64,6 +64,7 @@ WHAT = {
     "pipeline-1w-single": "the same with a single-member model (`members: 1`)",
     "pipeline-1w-fp32": "the same scoring in float32 (`model.precision: float32`)",
     "pipeline-1w-noop": "the worker with scoring replaced by a no-op (Kafka, decode, Redis)",
+    "pipeline-1w-eos": "the same in exactly-once mode (a Kafka transaction per batch)",
     "pipeline-2w": "the worker, 38-dim records, 2 processes in one group",
     "per-record": "the worker with batches of 1",
     "images": "the worker, 28x28 uint8 images (binary frames)",
@@ -84,6 +85,7 @@ class _Row:
     max_records: int = BatchSettings().max_records
     precision: str = ModelSettings().precision
     noop_scoring: bool = False
+    guarantee: str = "at-least-once"
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> Report:
@@ -140,6 +142,8 @@ class _Bench:
                  precision="float32"),
             _Row("pipeline-1w-noop", "worker", vectors, cfg.records, bundle=vector_bundle,
                  noop_scoring=True),
+            _Row("pipeline-1w-eos", "worker", vectors, cfg.records, bundle=vector_bundle,
+                 guarantee="exactly-once"),
             _Row("pipeline-2w", "worker", vectors, cfg.records, 2, vector_bundle),
             _Row("per-record", "worker", vectors, cfg.records, bundle=vector_bundle,
                  max_records=1),
@@ -177,7 +181,7 @@ class _Bench:
             redis_prefix=f"bench-{self.run_id}-{group}", bundle=row.bundle,
             device=self.cfg.device, precision=row.precision, max_records=row.max_records,
             max_wait_ms=BatchSettings().max_wait_ms, noop_scoring=row.noop_scoring,
-            profile_to=profile_to,
+            guarantee=row.guarantee, profile_to=profile_to,
         )  # fmt: skip
 
     def measure(self, row: _Row, run: int) -> measure.Sample:

@@ -220,6 +220,12 @@ class WorkerSettings(_Section):
         gt=0,
         description="How long start-up waits for Kafka and Redis to answer before exiting.",
     )
+    guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        default="at-least-once",
+        description="at-least-once: outputs acknowledged, then offsets committed (a crash can "
+        "repeat outputs). exactly-once: a batch's outputs and its input offsets are committed "
+        "in one Kafka transaction; read_committed consumers see each output once.",
+    )
 
 
 class MetricsSettings(_Section):
@@ -250,6 +256,13 @@ class RetrainSettings(_Section):
     )
     window_s: float = Field(default=24 * 3600, gt=0, description="Training window length.")
     max_records: int = Field(default=50_000, ge=10, description="Records kept from the window.")
+    max_window_mb: float = Field(
+        default=256.0,
+        gt=0,
+        description="Input bytes (message values) a cycle reads from its window at most, "
+        "spread over the window; the window then takes about 3x this in memory (messages, "
+        "decoded rows, training arrays). The scores and labels joins are streamed.",
+    )
     min_records: int = Field(
         default=500, ge=10, description="Fewer usable records than this: the cycle is skipped."
     )

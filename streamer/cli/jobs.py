@@ -58,6 +58,10 @@ def worker(
     runner: Annotated[
         str, typer.Option("--runner", help="confluent (librdkafka) or faust (faust-streaming).")
     ] = "confluent",
+    guarantee: Annotated[
+        str | None,
+        typer.Option("--guarantee", help="at-least-once (default) or exactly-once."),
+    ] = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run one worker of the consumer group until SIGTERM/SIGINT (then drain and commit)."""
@@ -76,6 +80,7 @@ def worker(
         model={"bundle": model, "device": device, "precision": precision},
         batch={"max_records": max_records, "max_wait_ms": max_wait_ms},
         metrics={"port": metrics_port},
+        worker={"guarantee": guarantee},
     )  # fmt: skip
     run_worker(settings, runner=runner)  # type: ignore[arg-type]
 

@@ -36,7 +36,7 @@ from model.store import ModelStore
 from schemas.errors import AmaStreamError
 from schemas.settings import Settings
 from streamer.lifecycle import registry
-from streamer.lifecycle.drift import DriftMetrics, score_drift
+from streamer.lifecycle.drift import DriftMetrics, DriftWindow
 from streamer.lifecycle.gate import judge
 from streamer.lifecycle.training_set import TrainingSet, build_training_set
 from streamer.preflight import check_kafka, check_redis
@@ -177,16 +177,18 @@ def preflight(settings: Settings) -> None:
     check_redis(connect_from_settings(settings), timeout_s=timeout, where=redis_where(settings))
 
 
-def check_drift(settings: Settings, metrics: DriftMetrics) -> float:
-    """Compute and export the per-key PSI of the serving version; returns the largest."""
+def check_drift(settings: Settings, metrics: DriftMetrics, window: DriftWindow) -> float:
+    """Update ``window`` with the scores since the last check, export the per-key PSI of the
+    serving version; returns the largest. The serving bundle is loaded once per version."""
     client = connect_from_settings(settings)
     serving = registry.current(client, settings.redis.key_prefix)
     if serving is None:
         return 0.0
-    calibration = AMADetector.load(serving.path, device="cpu").calibration
-    drift = score_drift(
-        settings, model_version=serving.version, calibration=calibration, now_s=time.time()
-    )
+    calibration = window.calibration
+    if serving.version != window.version:
+        calibration = AMADetector.load(serving.path, device="cpu").calibration
+    drift = window.update(settings, model_version=serving.version, calibration=calibration,
+                          now_s=time.time())  # fmt: skip
     metrics.update(drift)
     return max(drift.values(), default=0.0)
 
@@ -221,6 +223,7 @@ def run_schedule(
     log.info("metrics on /metrics, /healthz, /readyz", extra={"port": server.port})
     due = last = time.monotonic()
     trigger: dict[str, Any] = {"reason": "schedule"}
+    window = DriftWindow()
     try:
         while not stop.is_set():
             if time.monotonic() >= due:
@@ -240,7 +243,7 @@ def run_schedule(
             if stop.wait(max(0.0, min(due - time.monotonic(), cfg.drift_check_s))):
                 break
             try:
-                worst = check_drift(settings, metrics)
+                worst = check_drift(settings, metrics, window)
                 reached.set()
             except (AmaStreamError, KafkaException, redis.RedisError) as exc:
                 reached.clear()

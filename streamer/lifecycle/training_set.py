@@ -15,6 +15,7 @@ sample chosen to agree with it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,9 @@ import orjson
 
 from schemas.decode import decode_images, decode_vectors
 from schemas.settings import Settings
-from streamer.lifecycle.window import Raw, read_since, sample_evenly
+from streamer.lifecycle.window import Raw, iter_since, read_since, sample_evenly
 
-__all__ = ["TrainingSet", "build_training_set", "label_index", "verdict_index"]
+__all__ = ["TrainingSet", "build_training_set", "labels_of", "verdicts_of"]
 
 _READ_FACTOR = 2  # read up to 2x max_records: room for key balancing and exclusion
 
@@ -42,34 +43,44 @@ class TrainingSet:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def verdict_index(events: list[Raw], input_topic: str) -> dict[tuple[int, int], bool]:
-    """(partition, offset) of an input record -> True if any score event flagged it.
+def verdicts_of(
+    events: Iterable[Raw], input_topic: str, wanted: dict[tuple[int, int], int]
+) -> list[bool | None]:
+    """For each wanted input record (``(partition, offset) -> position``), True if any score
+    event flagged it, False if one scored it normal, None if none did. Streams ``events``,
+    keeping nothing but the answers.
 
     At-least-once delivery can score a record twice (also across a model swap): one anomalous
     verdict is enough to keep it out of training.
     """
-    out: dict[tuple[int, int], bool] = {}
+    out: list[bool | None] = [None] * len(wanted)
     for raw in events:
         try:
             event = orjson.loads(raw.value)
             source = event["source"]
             if source["topic"] != input_topic:
                 continue
-            where = (int(source["partition"]), int(source["offset"]))
-            out[where] = out.get(where, False) or bool(event["is_anomaly"])
+            at = wanted.get((int(source["partition"]), int(source["offset"])))
+            if at is not None:
+                out[at] = bool(out[at]) or bool(event["is_anomaly"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             continue  # not a score event: nothing to join
     return out
 
 
-def label_index(events: list[Raw]) -> dict[tuple[str, float], bool]:
-    """(key, ts rounded to the microsecond) -> is_anomaly, from ``{key, ts, is_anomaly}``
-    feedback; the latest label of a record wins. Malformed feedback is ignored."""
-    out: dict[tuple[str, float], bool] = {}
+def labels_of(events: Iterable[Raw], records: list[tuple[str, float]]) -> list[bool | None]:
+    """For each record ``(key, ts)``, its ``is_anomaly`` from ``{key, ts, is_anomaly}``
+    feedback matched on the key and the ts to the microsecond (the latest label wins), None if
+    unlabelled. Streams ``events``; malformed feedback is ignored."""
+    wanted: dict[tuple[str, float], list[int]] = {}
+    for j, (key, ts) in enumerate(records):
+        wanted.setdefault((key, round(ts, 6)), []).append(j)
+    out: list[bool | None] = [None] * len(records)
     for raw in events:
         try:
             label = orjson.loads(raw.value)
-            out[(str(label["key"]), round(float(label["ts"]), 6))] = bool(label["is_anomaly"])
+            for at in wanted.get((str(label["key"]), round(float(label["ts"]), 6)), []):
+                out[at] = bool(label["is_anomaly"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
     return out
@@ -84,7 +95,7 @@ def build_training_set(
     start_ms = int((now_s - cfg.window_s) * 1000)
     records = read_since(
         client, cfg.group_id, kafka.input_topic, start_ms,
-        limit=_READ_FACTOR * cfg.max_records,
+        limit=_READ_FACTOR * cfg.max_records, max_bytes=int(cfg.max_window_mb * 2**20),
     )  # fmt: skip
     values = [r.value for r in records]
     limit = settings.limits.max_message_bytes
@@ -93,21 +104,22 @@ def build_training_set(
     else:
         c, h, w = input_shape
         batch = decode_images(values, shape=(c, h, w), max_bytes=limit)
-    # Score events are produced after their records, so starting at the window's start finds
-    # every verdict on a record in the window.
-    verdicts = verdict_index(
-        read_since(client, cfg.group_id, kafka.scores_topic, start_ms), kafka.input_topic
-    )
-    labels = (
-        label_index(read_since(client, cfg.group_id, cfg.labels_topic, start_ms))
-        if cfg.labels_topic
-        else {}
-    )
+    del values
     chosen = sample_evenly(batch.keys, cfg.max_records)
     source = [records[int(batch.index[i])] for i in chosen]
     keys = [batch.keys[i] for i in chosen]
-    label = [labels.get((batch.keys[i], round(float(batch.ts[i]), 6))) for i in chosen]
-    verdict = [verdicts.get((r.partition, r.offset)) for r in source]
+    # Score events are produced after their records, so starting at the window's start finds
+    # every verdict on a record in the window; both joins keep only the chosen records' answers.
+    verdict = verdicts_of(
+        iter_since(client, cfg.group_id, kafka.scores_topic, start_ms), kafka.input_topic,
+        {(r.partition, r.offset): j for j, r in enumerate(source)},
+    )  # fmt: skip
+    label: list[bool | None] = [None] * len(chosen)
+    if cfg.labels_topic:
+        label = labels_of(
+            iter_since(client, cfg.group_id, cfg.labels_topic, start_ms),
+            [(batch.keys[i], float(batch.ts[i])) for i in chosen],
+        )
     is_labelled = np.array([x is not None for x in label], dtype=bool)
     rng = np.random.default_rng(cfg.seed)
     in_holdout = (rng.random(len(chosen)) < cfg.holdout_fraction) & ~is_labelled

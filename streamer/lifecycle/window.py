@@ -8,12 +8,20 @@ move the workers' offsets, and it leaves no committed offsets of its own that co
 
 With a ``limit``, each partition gets an equal share of it; a partition holding more records
 than its share in the window is read in ``SEGMENTS`` evenly spaced runs instead of from end to
-end, so a long window costs a bounded read while still covering its whole time span.
+end, so a long window costs a bounded read while still covering its whole time span. With
+``max_bytes`` the limit shrinks to what fits in that many bytes of message values (the mean
+size measured on a few messages first), and a read never holds more than that.
+
+:func:`iter_since` streams a window instead of holding it: the joins against the scores and
+labels topics keep only what matches the sampled records, and the drift check reads only what
+arrived since its last check (:func:`window_spans` with ``since``). The reader's own prefetch
+queue is bounded too (``READER_QUEUE_KB``), so librdkafka does not buffer a topic ahead of it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +30,12 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from schemas.errors import AmaStreamError
 
-__all__ = ["SEGMENTS", "Raw", "WindowError", "read_since", "sample_evenly"]
+__all__ = ["SEGMENTS", "Raw", "WindowError", "iter_since", "read_since", "sample_evenly",
+           "window_spans"]  # fmt: skip
 
 SEGMENTS = 8  # runs per capped partition: enough to span a day of traffic, few seeks
+READER_QUEUE_KB = 4096  # librdkafka's prefetch per reader (its default, 64 MiB, would dwarf a cap)
+_PROBE = 32  # messages whose mean size sets how many records fit a byte budget
 _POLL_S = 0.5
 _READ_TIMEOUT_S = 120.0  # a snapshot read of a local or in-cluster topic; beyond it, give up
 
@@ -50,49 +61,114 @@ def read_since(
     start_ms: int,
     *,
     limit: int | None = None,
+    max_bytes: int | None = None,
 ) -> list[Raw]:
     """Every message of ``topic`` with a timestamp >= ``start_ms`` that existed when the read
-    began; with ``limit``, about that many at most, shared equally between the partitions and
-    spread over the window."""
-    consumer = Consumer(
+    began; with ``limit`` (and ``max_bytes``), about that many (or as many as fit) at most,
+    shared equally between the partitions and spread over the window."""
+    return list(iter_since(client, group_id, topic, start_ms, limit=limit, max_bytes=max_bytes))
+
+
+def iter_since(
+    client: dict[str, Any],
+    group_id: str,
+    topic: str,
+    start_ms: int,
+    *,
+    limit: int | None = None,
+    max_bytes: int | None = None,
+    spans: dict[int, tuple[int, int]] | None = None,
+) -> Iterator[Raw]:
+    """:func:`read_since`, one message at a time. ``spans`` (partition -> [first, end)
+    offsets) reads those instead of the window from ``start_ms``."""
+    consumer = _reader(client, group_id)
+    try:
+        if spans is None:
+            spans = _spans(consumer, topic, start_ms)
+        if max_bytes is not None and spans:
+            size = _mean_size(consumer, topic, *min(spans.items()))
+            limit = min(limit or max_bytes, max(1, max_bytes // size))
+        share = None if limit is None or not spans else -(-limit // len(spans))  # ceil
+        for partition, (lo, hi) in sorted(spans.items()):
+            for a, b in _runs(lo, hi, share):
+                yield from _iter_run(consumer, topic, partition, a, b)
+    finally:
+        consumer.close()
+
+
+def window_spans(
+    client: dict[str, Any],
+    group_id: str,
+    topic: str,
+    start_ms: int,
+    since: dict[int, int] | None = None,
+) -> dict[int, tuple[int, int]]:
+    """Per partition, [first offset at or after ``start_ms`` (or ``since[partition]`` where
+    given), high watermark now): what :func:`iter_since` reads with ``spans``."""
+    consumer = _reader(client, group_id)
+    try:
+        spans = _spans(consumer, topic, start_ms)
+        if since is None:
+            return spans
+        out = {}
+        for partition, high in _highs(consumer, topic).items():
+            first = spans.get(partition, (high, high))[0]  # nothing left in the window: high
+            lo = max(first, since.get(partition, first))
+            if lo < high:
+                out[partition] = (lo, high)
+        return out
+    finally:
+        consumer.close()
+
+
+def _reader(client: dict[str, Any], group_id: str) -> Consumer:
+    return Consumer(
         {
             **client,
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "auto.offset.reset": "earliest",
+            "queued.max.messages.kbytes": READER_QUEUE_KB,
+            "fetch.max.bytes": READER_QUEUE_KB * 1024,  # one fetch response at most that large
         }
     )
-    try:
-        spans = _spans(consumer, topic, start_ms)
-        share = None if limit is None or not spans else -(-limit // len(spans))  # ceil
-        out: list[Raw] = []
-        for partition, (lo, hi) in sorted(spans.items()):
-            for a, b in _runs(lo, hi, share):
-                out.extend(_read_run(consumer, topic, partition, a, b))
-        return out
-    finally:
-        consumer.close()
+
+
+def _mean_size(consumer: Consumer, topic: str, partition: int, span: tuple[int, int]) -> int:
+    """Mean value size, in bytes, of the first messages of a span (at least 1)."""
+    lo, hi = span
+    probe = list(_iter_run(consumer, topic, partition, lo, min(hi, lo + _PROBE)))
+    return max(1, sum(len(r.value) for r in probe) // max(1, len(probe)))
 
 
 def _spans(consumer: Consumer, topic: str, start_ms: int) -> dict[int, tuple[int, int]]:
     """Per partition, the offsets [first at or after start_ms, high watermark)."""
     try:
-        meta = consumer.list_topics(topic, timeout=10)
-        info = meta.topics[topic]
-        if info.error is not None:
-            raise WindowError(f"topic {topic}: {info.error}")
-        wanted = [TopicPartition(topic, p, start_ms) for p in sorted(info.partitions)]
+        highs = _highs(consumer, topic)
+        wanted = [TopicPartition(topic, p, start_ms) for p in highs]
         found = consumer.offsets_for_times(wanted, timeout=10)
         spans: dict[int, tuple[int, int]] = {}
         for tp in found:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, tp.partition), timeout=10
-            )
+            high = highs[tp.partition]
             lo = high if tp.offset < 0 else tp.offset  # -1: nothing at or after start_ms
             if lo < high:
                 spans[tp.partition] = (lo, high)
         return spans
+    except KafkaException as exc:
+        raise WindowError(f"topic {topic}: {exc}") from None
+
+
+def _highs(consumer: Consumer, topic: str) -> dict[int, int]:
+    """Per partition, the high watermark (the offset the next message will get)."""
+    try:
+        info = consumer.list_topics(topic, timeout=10).topics[topic]
+        if info.error is not None:
+            raise WindowError(f"topic {topic}: {info.error}")
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in sorted(info.partitions)
+        }
     except KafkaException as exc:
         raise WindowError(f"topic {topic}: {exc}") from None
 
@@ -106,24 +182,22 @@ def _runs(lo: int, hi: int, cap: int | None) -> list[tuple[int, int]]:
     return [(int(s), int(s) + length) for s in starts]
 
 
-def _read_run(consumer: Consumer, topic: str, partition: int, lo: int, hi: int) -> list[Raw]:
-    """Messages with offsets in [lo, hi) of one partition (compacted gaps are fine)."""
+def _iter_run(consumer: Consumer, topic: str, partition: int, lo: int, hi: int) -> Iterator[Raw]:
     consumer.assign([TopicPartition(topic, partition, lo)])
-    out: list[Raw] = []
     deadline = time.monotonic() + _READ_TIMEOUT_S
     while time.monotonic() < deadline:
         messages = consumer.consume(1000, timeout=_POLL_S)
         if not messages and _position(consumer, topic, partition) >= hi:
-            return out  # the run ends in a gap (compaction, transaction markers)
+            return  # the run ends in a gap (compaction, transaction markers)
         for m in messages:
             if m.error() is not None:
                 raise WindowError(f"{topic}[{partition}]: {m.error()}")
             offset = m.offset()
             if offset is None or offset >= hi:
-                return out
-            out.append(Raw(partition, offset, m.timestamp()[1], m.value() or b""))
+                return
+            yield Raw(partition, offset, m.timestamp()[1], m.value() or b"")
             if offset == hi - 1:
-                return out
+                return
     raise WindowError(f"{topic}[{partition}]: offsets {lo}..{hi} not read within the timeout")
 
 

@@ -65,6 +65,8 @@ def run_faust_worker(
     kafka = settings.kafka
     if kafka.security_protocol != "PLAINTEXT":
         raise ConfigError("the faust runner supports kafka.security_protocol PLAINTEXT only")
+    if settings.worker.guarantee != "at-least-once":
+        raise ConfigError("the faust runner supports worker.guarantee at-least-once only")
     app = faust.App(
         kafka.group_id,
         broker=[f"kafka://{host}" for host in kafka.bootstrap.split(",")],

@@ -13,7 +13,14 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from schemas.settings import BatchSettings
 from streamer.worker.metrics import WorkerMetrics
@@ -94,6 +101,18 @@ class Intake:
         self._carry = [m for m in self._carry if (m.topic(), m.partition()) in self.assigned]
         self.epoch += 1
         self._metrics.assigned_partitions.set(len(self.assigned))
+
+    def rewind(self) -> None:
+        """Go back to the committed offset of every owned partition (the beginning where none
+        was committed: a new group reads from the start) and drop what was gathered since.
+        Raises KafkaException if the broker cannot say what was committed."""
+        tps = self._consumer.committed(_tps(self.assigned), timeout=10)
+        for tp in tps:
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING
+            self._consumer.seek(tp)
+        self._carry = []
+        self.epoch += 1
 
     def _usable(self, message: Message) -> bool:
         err = message.error()

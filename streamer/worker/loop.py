@@ -1,28 +1,19 @@
 """The confluent-kafka worker: consume a micro-batch, run the pipeline core, produce, commit.
 
-One thread, two batches in flight at most (docs/worker.md has the full commit order):
+One thread, two batches in flight at most (docs/worker.md has the full commit order): while
+batch N is delivered by librdkafka's threads, the loop (1) catches up records held while Redis
+was unavailable (streamer/worker/backlog.py), (2) gathers batch N+1 within the batch bounds,
+(3) processes it (:func:`streamer.worker.isolate.process_isolating` around
+:func:`streamer.worker.pipeline.process_batch`: a record that makes it raise becomes a dead
+letter), (4) settles N: waits until all of its outputs are acknowledged (pausing the partitions
+and polling while that takes long, so the group never sees us exceed ``max.poll.interval.ms``),
+then commits its offsets, in N's Kafka transaction in exactly-once mode; and (5) produces N+1.
 
-1. catch up: if Redis was unavailable for earlier batches and answers again, apply their held
-   records (streamer/worker/backlog.py), produce the alerts that causes, commit them;
-2. gather batch N+1: up to ``max_records`` messages for at most ``max_wait_ms`` (several
-   ``consume`` calls, so an early return never shrinks a batch: confluent-kafka-python #2205);
-3. process it: :func:`streamer.worker.pipeline.process_batch` decodes, scores, judges and
-   serialises, through :func:`streamer.worker.isolate.process_isolating`, so a record that makes
-   it raise becomes a dead letter instead of stopping the group. Meanwhile librdkafka's own
-   threads deliver batch N: the wait for acknowledgements overlaps this work;
-4. settle batch N: wait until all of its outputs are acknowledged, re-producing failures; while
-   waiting longer than ``pause_after_s`` the assigned partitions are paused and the consumer
-   keeps polling, so the group never sees us exceed ``max.poll.interval.ms``; only then record
-   its offsets as done and commit them (unless it is held, because Redis could not take it:
-   then at step 1 of a later round);
-5. produce batch N+1's outputs, which makes it the batch in flight.
-
-Batch N+1 is produced only after N settled, so outputs reach the broker in input order and a
-commit never passes an unacknowledged output. A rebalance during step 4 drops batch N+1
-unproduced: its records are consumed again from the committed offsets.
-
-The group uses the eager ``roundrobin`` assignor on purpose (docs/worker.md): an eager revoke
-is a clean point to finish the in-flight batch and commit synchronously.
+N+1 is produced only after N settled, so outputs reach the broker in input order and a commit
+never passes an unacknowledged output. A rebalance (or, in exactly-once mode, an aborted
+transaction) during step 4 drops N+1 unproduced: its records are consumed again from the
+committed offsets. The eager ``roundrobin`` assignor is deliberate: an eager revoke is a clean
+point to finish the in-flight batch and commit synchronously.
 """
 
 from __future__ import annotations
@@ -35,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from schemas.errors import ServiceError
 from schemas.settings import Settings
@@ -48,7 +39,7 @@ from streamer.worker.isolate import process_isolating
 from streamer.worker.kafka_events import KafkaEvents
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.offsets import OffsetBook, Partition, next_offsets
-from streamer.worker.outbox import Delivery, Outbox, producer_config
+from streamer.worker.outbox import BatchAborted, Delivery, Outbox, producer_config
 from streamer.worker.pipeline import BatchResult, process_batch
 
 if TYPE_CHECKING:  # types only: the passthrough benchmark imports this module without torch
@@ -104,13 +95,15 @@ class Worker:
         )
         events = KafkaEvents(self.metrics, lambda: self._intake.assigned)
         callbacks = {"error_cb": events.on_error, "logger": kafka_logger()}
-        self._consumer = Consumer(
-            {**consumer_config(settings), **callbacks, "stats_cb": events.on_stats}
-        )
+        consumer = consumer_config(settings)
+        self._consumer = Consumer({**consumer, **callbacks, "stats_cb": events.on_stats})
+        self._eos = settings.worker.guarantee == "exactly-once"
         self._outbox = Outbox(
-            {**producer_config(kafka.client_config()), **callbacks}, on_failure=self._failed
+            {**producer_config(kafka.client_config()), **callbacks},
+            on_failure=self._failed,
+            transactional_id=f"{kafka.group_id}.{consumer['client.id']}" if self._eos else None,
         )
-        self._book = OffsetBook(self._consumer)
+        self._book = OffsetBook(self._consumer, self._outbox if self._eos else None)
         self._backlog = Backlog(settings.worker.max_held_records)
         self._stop = threading.Event()
         self._stop_at = 0.0
@@ -203,18 +196,25 @@ class Worker:
         )  # fmt: skip
         while True:
             try:
-                return process_isolating(
+                result = process_isolating(
                     raw, process, dlq_topic=self._topics.dlq,
                     model_version=detector.model_version, on_error=self._settings.worker.on_error,
                 )  # fmt: skip
+                if not (self._eos and result.degraded):
+                    return result
+                # Exactly-once: an output published before Redis recorded its record could not
+                # be taken back by a later abort, so the batch waits for Redis instead.
+                self.metrics.waits.labels("redis").inc()
+                self.metrics.set_redis_ok(False)
+                log.error("Redis unavailable; batch waits (exactly-once)")
             except ServiceError as exc:
                 if exc.fatal:
                     raise
                 self.metrics.waits.labels("device").inc()
                 log.error("batch not processed; retrying", extra={"error": str(exc)})
-                self._wait(self._opt.service_retry_s)
-                if self._stop.is_set() or self._intake.epoch != epoch:
-                    return None
+            self._wait(self._opt.service_retry_s)
+            if self._stop.is_set() or self._intake.epoch != epoch:
+                return None
 
     def _catch_up(self) -> None:
         """Apply held records to Redis if it answers again; produce their alerts; commit."""
@@ -258,21 +258,43 @@ class Worker:
         # A rebalance that arrived while the next batch was scored is served here, before that
         # batch is produced (the loop then drops it: its partitions may have moved).
         self._intake.poll()
-        settled = self._await_acks()
-        acked = time.perf_counter()
-        inflight, self._inflight = self._inflight, None
-        if inflight is None:  # a revoke finished (or dropped) this batch meanwhile
+        try:
+            settled = self._await_acks()
+            acked = time.perf_counter()
+            inflight, self._inflight = self._inflight, None
+            if inflight is None:  # a revoke finished (or dropped) this batch meanwhile
+                return False
+            offsets = inflight.prepared.offsets
+            if settled and offsets is not None:
+                self._book.commit_batch(offsets, wait=False, budget_s=self._opt.revoke_budget_s)
+                self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - acked)
+        except BatchAborted as exc:  # nothing of the batch was committed
+            self._inflight = None
+            self._rewind(exc)
+            self._resume()
             return False
-        offsets = inflight.prepared.offsets
-        if settled and offsets is not None:
-            self._book.done(offsets)
-            self._book.commit_async(offsets)
-            self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - acked)
         self.metrics.stage_seconds.labels("produce").observe(acked - inflight.sent_at)
         if settled and inflight.prepared.result is not None:
             self.metrics.record_batch(inflight.prepared.result, self._settings.batch.max_records)
         self._resume()
         return settled
+
+    def _rewind(self, why: BatchAborted) -> None:
+        """Exactly-once, after an aborted transaction: every owned partition goes back to its
+        committed offset, and what was gathered or processed since is dropped (the intake's
+        epoch moves on), so the aborted batch and any after it are processed again."""
+        self.metrics.aborted_transactions.inc()
+        log.warning("batch aborted; processing again from the committed offsets",
+                    extra={"error": str(why)})  # fmt: skip
+        while not self._stop.is_set():
+            try:
+                self._intake.rewind()
+            except KafkaException as exc:  # the broker cannot say where we were: ask again
+                log.warning("rewind failed; retrying", extra={"error": str(exc.args[0])})
+            else:
+                self._wait(self._opt.service_retry_s)  # a fault: back off before the retry
+                return
+            self._wait(self._opt.service_retry_s)
 
     def _await_acks(self) -> bool:
         """Serve delivery reports until the batch is acknowledged, staying a live group member.
@@ -332,21 +354,34 @@ class Worker:
         self._let_go([(tp.topic, tp.partition) for tp in partitions], "lost")
 
     def _finish_inflight(self, budget_s: float) -> None:
+        """Settle and commit the in-flight batch within ``budget_s`` (revoke, shutdown), or
+        drop it uncommitted: its records are processed again by the partitions' next owner."""
         inflight = self._inflight
-        if inflight is not None and self._outbox.settle(inflight.delivery, budget_s):
+        try:
+            if inflight is not None and self._outbox.settle(inflight.delivery, budget_s):
+                self._inflight = None
+                if inflight.prepared.offsets is not None:
+                    self._book.commit_batch(inflight.prepared.offsets, wait=True, budget_s=budget_s)
+                return
+        except BatchAborted as exc:  # already aborted: nothing of it was committed
             self._inflight = None
-            if inflight.prepared.offsets is not None:
-                self._book.done(inflight.prepared.offsets)
-                self._book.commit_sync(inflight.prepared.offsets)
-        else:
-            self._drop_inflight()
+            self.metrics.aborted_transactions.inc()
+            log.warning("in-flight batch aborted", extra={"error": str(exc)})
+            return
+        self._drop_inflight()
 
     def _drop_inflight(self) -> None:
         inflight, self._inflight = self._inflight, None
-        if inflight is not None:
-            forgotten = self._outbox.abandon(inflight.delivery)
-            log.warning("in-flight batch dropped uncommitted", extra={"failed": forgotten})
-            self.metrics.dropped_failures.inc(forgotten)
+        if inflight is None:
+            return
+        if self._eos:
+            self._outbox.abort()
+            self.metrics.aborted_transactions.inc()
+            log.warning("in-flight batch aborted uncommitted")
+            return
+        forgotten = self._outbox.abandon(inflight.delivery)
+        log.warning("in-flight batch dropped uncommitted", extra={"failed": forgotten})
+        self.metrics.dropped_failures.inc(forgotten)
 
     def _failed(self, err: KafkaError, abandoned: bool) -> None:
         """A delivery failed; one of a batch given up is dropped, never produced again."""

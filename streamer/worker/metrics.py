@@ -101,7 +101,14 @@ class WorkerMetrics:
         )
         self.rebalance_drops = Counter(
             "ama_rebalance_dropped_batches",
-            "Batches scored but not produced because a rebalance came first (consumed again).",
+            "Batches scored but not produced because a rebalance (or a rewind after an aborted "
+            "transaction) came first; consumed again.",
+            registry=r,
+        )
+        self.aborted_transactions = Counter(
+            "ama_aborted_transactions",
+            "Exactly-once mode: batch transactions aborted (processed again, or by the next "
+            "owner of their partitions).",
             registry=r,
         )
         self.dropped_failures = Counter(

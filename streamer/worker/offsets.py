@@ -1,20 +1,25 @@
 """Which input offsets may be committed, and committing them.
 
 Only :meth:`OffsetBook.done` moves offsets forward, and the worker calls it only after every
-message produced for a batch was acknowledged. A batch is processed and settled before the next
-one starts, so "done" offsets are always a prefix of each partition: committing them can never
-skip a record whose outputs are not on the broker yet.
+message produced for a batch was acknowledged. Batches are settled in order, so "done" offsets
+are always a prefix of each partition: committing them can never skip a record whose outputs
+are not on the broker yet. In exactly-once mode a settled batch's offsets go into its Kafka
+transaction instead (:meth:`OffsetBook.commit_batch`), never through the consumer.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streamer.worker.batch import RawBatch
+
+if TYPE_CHECKING:
+    from streamer.worker.outbox import Outbox
 
 __all__ = ["OffsetBook", "Partition", "next_offsets"]
 
@@ -38,9 +43,24 @@ def next_offsets(batch: RawBatch) -> dict[Partition, int]:
 class OffsetBook:
     """Offsets whose outputs are acknowledged, per partition, and their commits."""
 
-    def __init__(self, consumer: Consumer) -> None:
+    def __init__(self, consumer: Consumer, transactions: Outbox | None = None) -> None:
         self._consumer = consumer
+        self._transactions = transactions  # exactly-once: the outbox whose transactions commit
         self._done: dict[Partition, int] = {}
+
+    def commit_batch(self, offsets: dict[Partition, int], *, wait: bool, budget_s: float) -> None:
+        """Commit a settled batch's offsets: in its transaction (exactly-once; raises
+        ``BatchAborted`` if the broker refuses), else through the consumer, ``wait``ing for the
+        broker's answer (revoke, shutdown) or not (the steady state)."""
+        if self._transactions is not None:
+            group = self._consumer.consumer_group_metadata()
+            self._transactions.commit(_tps(offsets), group, budget_s)
+            return
+        self.done(offsets)
+        if wait:
+            self.commit_sync(list(offsets))
+        else:
+            self.commit_async(offsets)
 
     def done(self, offsets: dict[Partition, int]) -> None:
         """Record a settled batch: its outputs are acknowledged, its offsets may be committed."""

@@ -10,6 +10,12 @@ Delivery results belong to the batch that produced them (:class:`Delivery`): a b
 worker gave up on (its partitions were revoked; their next owner processes the records again)
 is abandoned, and a failure of it that is reported later is dropped and counted, never produced
 again behind the newer events of the same keys.
+
+In exactly-once mode (``transactional_id`` set) every batch is one Kafka transaction: its
+outputs and its input offsets are committed together (:meth:`Outbox.commit`, KIP-447: the
+consumer's group metadata fences a worker that was kicked out of the group). A failed delivery
+cannot be re-produced inside a transaction: the transaction is aborted and
+:class:`BatchAborted` tells the worker to process the batch again from its committed offsets.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from schemas.errors import AmaStreamError
 from streamer.worker.batch import OutMessage
 
-__all__ = ["Delivery", "Outbox", "producer_config"]
+__all__ = ["BatchAborted", "Delivery", "Outbox", "producer_config"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,16 @@ _Record = tuple[str, bytes | None, bytes, _Headers]
 # Backoff between re-produce rounds of failed deliveries: long enough not to spin on a broker
 # that is down, short enough that a topic created a moment later is used within seconds.
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+#: How long a transaction may stay open before the broker aborts it. A worker that dies mid-batch
+#: leaves its transaction open, and read_committed consumers of the output topics wait behind it
+#: until then (librdkafka's default is 60 s); a batch's transaction lasts milliseconds.
+TRANSACTION_TIMEOUT_MS = 10_000
+
+
+class BatchAborted(AmaStreamError):
+    """A batch's transaction was aborted (a failed delivery, a fenced or stale group member):
+    none of its outputs or offsets are committed; the worker processes it again."""
 
 
 def producer_config(client: dict[str, Any]) -> dict[str, Any]:
@@ -101,9 +118,20 @@ class Outbox:
         config: dict[str, Any],
         *,
         on_failure: Callable[[KafkaError, bool], None] | None = None,
+        transactional_id: str | None = None,
+        timeout_s: float = 30.0,
     ) -> None:
-        self._producer = Producer({**config, "delivery.report.only.error": True})
+        extra: dict[str, Any] = {}
+        if transactional_id is not None:
+            extra = {"transactional.id": transactional_id,
+                     "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS}  # fmt: skip
+        # ``config`` last: kafka.extra may name a stable transactional.id (a StatefulSet's pod
+        # name), so a restarted worker aborts its predecessor's open transaction at once.
+        self._producer = Producer({"delivery.report.only.error": True, **extra, **config})
         self._on_failure = on_failure
+        self.transactional = transactional_id is not None
+        if self.transactional:
+            self._producer.init_transactions(timeout_s)
 
     @property
     def outstanding(self) -> int:
@@ -115,6 +143,8 @@ class Outbox:
         full. Blocks only while the local queue is full, and only as long as the broker takes to
         drain it; the worker has paused its partitions by then if that takes long."""
         delivery = Delivery(self._on_failure)
+        if self.transactional:
+            self._producer.begin_transaction()
         report = delivery.report
         produce = self._producer.produce
         for m in messages:  # per record: keep this loop free of Python calls
@@ -134,6 +164,9 @@ class Outbox:
         deadline = time.monotonic() + timeout
         while True:
             in_flight = len(self._producer)
+            if delivery.failed and self.transactional:
+                self.abort()
+                raise BatchAborted(f"a delivery failed: {delivery.last_error}")
             if delivery.failed and in_flight == 0 and time.monotonic() >= delivery.retry_at:
                 retry, delivery.failed = delivery.failed, []
                 delivery.retries += 1
@@ -144,6 +177,7 @@ class Outbox:
                 )
                 for record in retry:
                     self._produce(delivery, record)
+                continue  # in_flight is stale now: the re-produced messages are in the queue
             if in_flight == 0 and not delivery.failed:
                 return True
             left = deadline - time.monotonic()
@@ -154,6 +188,41 @@ class Outbox:
                 self._producer.flush(min(left, 0.05))
             else:  # only failures waiting out their backoff
                 time.sleep(max(0.0, min(left, delivery.retry_at - time.monotonic(), 0.05)))
+
+    def commit(self, offsets: list[TopicPartition], group: Any, timeout: float) -> None:
+        """Exactly-once mode: commit the open transaction (a batch whose outputs
+        :meth:`settle` saw acknowledged) together with its input ``offsets`` for the consumer
+        group ``group`` (``Consumer.consumer_group_metadata()``). Raises :class:`BatchAborted`
+        when the broker refuses (the transaction is aborted then), KafkaException on a fatal
+        error (this producer was fenced by a newer one with the same transactional.id)."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._producer.send_offsets_to_transaction(offsets, group, timeout)
+            while True:
+                try:
+                    self._producer.commit_transaction(max(0.1, deadline - time.monotonic()))
+                    return
+                except KafkaException as exc:
+                    if not exc.args[0].retriable() or time.monotonic() >= deadline:
+                        raise
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise
+            # Abortable (a failed delivery, a stale group generation) or out of time: nothing
+            # of the batch is committed; abort so that the producer can start the next one.
+            self.abort()
+            raise BatchAborted(f"transaction not committed: {err.str()}") from exc
+
+    def abort(self) -> None:
+        """Exactly-once mode: abort the open transaction (nothing of it becomes visible to
+        read_committed consumers)."""
+        try:
+            self._producer.abort_transaction(30.0)
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
+            log.warning("aborting a transaction failed: %s", exc.args[0].str())
 
     @staticmethod
     def abandon(delivery: Delivery) -> int:

@@ -20,7 +20,7 @@ from streamer.cli import app
 pytestmark = pytest.mark.integration
 
 ROWS = ["passthrough", "pipeline-1w", "pipeline-1w-single", "pipeline-1w-fp32", "pipeline-1w-noop",
-        "pipeline-2w", "per-record", "images", "faust", "river-hst"]  # fmt: skip
+        "pipeline-1w-eos", "pipeline-2w", "per-record", "images", "faust", "river-hst"]  # fmt: skip
 ROW_FIELDS = {"name", "records_per_s", "min_per_s", "max_per_s", "runs", "cpu_s_per_1k",
               "peak_rss_mb", "ratio_to_ceiling"}  # fmt: skip
 

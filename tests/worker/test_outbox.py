@@ -57,3 +57,19 @@ def test_a_failed_delivery_of_a_live_batch_is_produced_again(
     assert outbox.settle(batch, 30.0)
     assert sorted(m.value() for m in read_topic(kafka_bootstrap, real, expect=2)) == [b"1", b"2"]
     outbox.close(1.0)
+
+
+def test_a_batch_is_not_settled_while_its_reproduced_messages_are_in_flight(
+    kafka_bootstrap: str,
+) -> None:
+    """Regression: settle() once returned True right after re-producing a failed message into
+    librdkafka's queue (it judged "nothing in flight" from before the re-produce), so the
+    worker committed offsets whose outputs then failed again. A topic that does not exist
+    fails every attempt: the batch must never count as settled."""
+    outbox = Outbox(producer_config({"bootstrap.servers": kafka_bootstrap,
+                                     "topic.metadata.propagation.max.ms": "500"}))  # fmt: skip
+    batch = outbox.send([OutMessage("score", "test.no-such-topic.settle", b"k", b"v")])
+    assert not outbox.settle(batch, 4.0)
+    assert batch.retries >= 1  # it was produced again meanwhile, and failed again
+    outbox.abandon(batch)
+    outbox.close(1.0)
