@@ -42,13 +42,14 @@ setup() {
 }
 
 # System tools the tests need besides Kafka and Redis: Debian's Chromium and its WebDriver (the
-# dashboard's browser tests) and promtool (from the prometheus package: the alert rules' checks
-# and unit tests). Installed with apt-get when missing and we are root; a no-op once present.
+# dashboard's browser tests), promtool (from the prometheus package: the alert rules' checks
+# and unit tests) and openssl (tests/security: the TLS Redis's key, out of keytool's PKCS#12). Installed with apt-get when missing and we are root; a no-op once present.
 system_tools() {
   local need=()
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)
   command -v promtool >/dev/null || need+=(prometheus)
+  command -v openssl >/dev/null || need+=(openssl)  # tests/security: the TLS Redis's key
   [ ${#need[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need[*]} (apt-get)"

@@ -128,6 +128,9 @@ class RedisSettings(_Section):
     url: str = Field(default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL.")
     password: SecretStr | None = None
     tls: bool = False
+    ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle that signs the Redis server's TLS certificate."
+    )
     key_prefix: str = Field(default="ama", min_length=1, description="Prefix of every key written.")
 
     def __repr_args__(self) -> ReprArgs:

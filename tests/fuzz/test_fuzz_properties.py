@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from seeds import SEEDS
 from targets import (
     DIM,
-    IMAGE_SHAPE,
     check_any,
     check_frame,
     check_images,

@@ -44,7 +44,9 @@ def _copy(bundle: Path, to: Path, *, key: bytes | None = None) -> Path:
     return to
 
 
-def test_a_signature_covers_the_metadata_and_needs_the_key(tiny_bundle: Path, tmp_path: Path) -> None:
+def test_a_signature_covers_the_metadata_and_needs_the_key(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
     signed = _copy(tiny_bundle, tmp_path / "signed", key=KEY)
     assert read_bundle(signed, key=KEY).model_version == read_bundle(tiny_bundle).model_version
     read_bundle(signed)  # a reader without a key ignores the signature
@@ -85,7 +87,9 @@ def test_a_worker_with_a_key_refuses_unsigned_and_wrongly_signed_bundles(
         slot = _slot(serving, redis_url, redis_prefix, store=store, signing_key=KEY)
         _point(redis_url, redis_prefix, path, new)
         assert slot.maybe_reload() == outcome, name
-        assert slot.detector.model_version == (new if outcome == "swapped" else serving.model_version)
+        assert slot.detector.model_version == (
+            new if outcome == "swapped" else serving.model_version
+        )
 
 
 @pytest.mark.parametrize("escape", ["dotdot", "absolute", "symlink"])
