@@ -4,6 +4,9 @@
 #   deploy/dev.sh setup   make/refresh the virtualenv and install the project (+ dev extras)
 #   deploy/dev.sh test    setup, system tools for the tests (Chromium, promtool), lint, start the
 #                         local Kafka + Redis, run the test suite, stop them
+#   deploy/dev.sh fuzz    setup, then coverage-guided fuzzing of the decoders (atheris) for
+#                         FUZZ_SECONDS (300); the corpus grows under ~/.cache/ama-stream/fuzz,
+#                         crashes are saved as ./fuzz-crashes/crash-*
 #   deploy/dev.sh demo    setup, then `ama-stream demo` (brings up the stack itself and stops
 #                         what it started); the full SMD data from ../shared/data/smd if present
 #
@@ -39,13 +42,14 @@ setup() {
 }
 
 # System tools the tests need besides Kafka and Redis: Debian's Chromium and its WebDriver (the
-# dashboard's browser tests) and promtool (from the prometheus package: the alert rules' checks
-# and unit tests). Installed with apt-get when missing and we are root; a no-op once present.
+# dashboard's browser tests), promtool (from the prometheus package: the alert rules' checks
+# and unit tests) and openssl (tests/security: the TLS Redis's key, out of keytool's PKCS#12). Installed with apt-get when missing and we are root; a no-op once present.
 system_tools() {
   local need=()
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)
   command -v promtool >/dev/null || need+=(prometheus)
+  command -v openssl >/dev/null || need+=(openssl)  # tests/security: the TLS Redis's key
   [ ${#need[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need[*]} (apt-get)"
@@ -75,13 +79,26 @@ run_tests() {
   pytest "$@"
 }
 
+fuzz() {
+  setup
+  cd "$ROOT"
+  local corpus="${AMA_FUZZ_CORPUS:-$HOME/.cache/ama-stream/fuzz}"
+  mkdir -p "$corpus" fuzz-crashes
+  PYTHONPATH="$ROOT:$ROOT/tests/fuzz" python -c \
+    "import seeds, pathlib; seeds.write_corpus(pathlib.Path('$corpus'))"
+  log "fuzzing the decoders for ${FUZZ_SECONDS:-300} s (corpus $corpus)"
+  python tests/fuzz/fuzz_decoders.py -max_total_time="${FUZZ_SECONDS:-300}" -max_len=4096 \
+    -print_final_stats=1 -artifact_prefix=fuzz-crashes/ "$corpus"
+}
+
 case "${1:-}" in
   setup) setup ;;
+  fuzz) fuzz ;;
   test) shift; run_tests "$@" ;;
   demo)
     shift; setup; cd "$ROOT"
     smd="$ROOT/../shared/data/smd"
     if [ -d "$smd" ]; then set -- --data-dir "$smd" "$@"; fi
     exec ama-stream demo "$@" ;;
-  *) echo "usage: $0 setup|test|demo [args]" >&2; exit 2 ;;
+  *) echo "usage: $0 setup|test|demo|fuzz [args]" >&2; exit 2 ;;
 esac

@@ -5,6 +5,12 @@ with a :class:`BundleError` naming the problem when it is missing, truncated, ta
 (SHA-256 of the weights file or the content-derived ``model_version`` does not match) or
 incompatible (format version, config, tensor names or shapes).
 
+A bundle may be signed (:func:`sign_bundle`): ``signature`` holds an HMAC-SHA256, under a key
+the operator keeps, of ``metadata.json`` as written; since the metadata names the weights'
+SHA-256 and the content-derived version, the signature covers everything that scores. A reader
+given the key (:func:`read_bundle`) refuses an unsigned bundle (problem ``unsigned``) or one
+whose signature does not match (``bad_signature``) before it parses the weights.
+
 ``model_version`` = ``"ama-"`` + the first 16 hex digits of SHA-256 over the weights file bytes
 followed by the canonical JSON of (config, normalisation, calibration): everything that changes
 a score changes the version, and nothing else (not created_at, not metrics) does.
@@ -13,6 +19,7 @@ a score changes the version, and nothing else (not created_at, not metrics) does
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 from dataclasses import dataclass
@@ -31,11 +38,12 @@ FORMAT = "ama-bundle"
 FORMAT_VERSION = 3  # 2: a(x) adds the reconstruction-error z; 3: ensembles, per-member calibration
 WEIGHTS = "weights.safetensors"
 METADATA = "metadata.json"
+SIGNATURE = "signature"  # hex HMAC-SHA256 of metadata.json's bytes
 
 
 class BundleError(AmaStreamError):
     """A model bundle cannot be used; ``problem`` is one of missing / truncated / tampered /
-    incompatible / invalid, ``path`` the bundle directory."""
+    incompatible / invalid / unsigned / bad_signature, ``path`` the bundle directory."""
 
     def __init__(self, path: Path | str, problem: str, detail: str) -> None:
         super().__init__(f"bundle {path}: {problem}: {detail}")
@@ -117,8 +125,29 @@ def _atomic_write(target: Path, data: bytes) -> None:
     os.replace(tmp, target)
 
 
-def read_bundle(path: Path | str) -> BundleContents:
-    """Read and verify a bundle; raise :class:`BundleError` on any problem."""
+def _mac(key: bytes, metadata: bytes) -> str:
+    return hmac.new(key, metadata, hashlib.sha256).hexdigest()
+
+
+def sign_bundle(path: Path | str, key: bytes) -> None:
+    """Sign the bundle at ``path`` with ``key`` (written atomically beside its metadata)."""
+    root = Path(path)
+    read_bundle(root)  # never sign something that would not load
+    _atomic_write(root / SIGNATURE, _mac(key, (root / METADATA).read_bytes()).encode())
+
+
+def _check_signature(root: Path, metadata: bytes, key: bytes) -> None:
+    try:
+        signature = (root / SIGNATURE).read_bytes().strip()
+    except FileNotFoundError:
+        raise BundleError(root, "unsigned", f"no {SIGNATURE} file, and a key is set") from None
+    if not hmac.compare_digest(signature, _mac(key, metadata).encode()):
+        raise BundleError(root, "bad_signature", "the signature does not match this key")
+
+
+def read_bundle(path: Path | str, *, key: bytes | None = None) -> BundleContents:
+    """Read and verify a bundle; raise :class:`BundleError` on any problem. With ``key``, the
+    bundle must carry a valid signature under it (checked first, before anything is parsed)."""
     root = Path(path)
     if not root.is_dir():
         raise BundleError(root, "missing", "no such bundle directory")
@@ -126,8 +155,11 @@ def read_bundle(path: Path | str) -> BundleContents:
     for p in (meta_path, weights_path):
         if not p.is_file():
             raise BundleError(root, "missing", f"{p.name} not found")
+    metadata = meta_path.read_bytes()
+    if key is not None:
+        _check_signature(root, metadata, key)
     try:
-        meta = json.loads(meta_path.read_bytes())
+        meta = json.loads(metadata)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(root, "truncated", f"{METADATA} is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

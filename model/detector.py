@@ -399,9 +399,18 @@ class AMADetector:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str | torch.device | None = "cpu") -> AMADetector:
-        """Load a bundle (verified; nothing unpickled). Raises model.bundle.BundleError."""
-        contents = read_bundle(path)
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device | None = "cpu",
+        signing_key: bytes | None = None,
+    ) -> AMADetector:
+        """Load a bundle (verified; nothing unpickled). Raises model.bundle.BundleError.
+
+        With ``signing_key`` only a bundle signed with it loads (model/bundle.py).
+        """
+        contents = read_bundle(path, key=signing_key)
         meta = contents.metadata
         try:
             cfg = AMAConfig.from_json(meta["config"])

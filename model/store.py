@@ -8,6 +8,10 @@ its version name only when complete; ``rename`` of a directory within one file s
 atomic, so a reader sees either no ``<version>/`` or a whole bundle. A job killed mid-write
 leaves only a ``.partial-*`` directory, which no pointer names and :meth:`ModelStore.sweep`
 removes (it runs under the retrain lock, so no live writer owns one).
+
+Workers load only bundles inside the store (:meth:`ModelStore.confine`): a pointer in Redis is
+outside data, and a path in it that leads elsewhere (``../``, an absolute path, a symbolic
+link out of the store) is refused. A store with a signing key signs what it writes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from model.bundle import BundleError, sign_bundle
 from model.detector import AMADetector
 
 __all__ = ["PARTIAL_PREFIX", "SERVING", "ModelStore"]
@@ -30,11 +35,35 @@ SERVING = "serving.json"
 class ModelStore:
     """Bundles by model version under ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, signing_key: bytes | None = None) -> None:
         self.root = root
+        self._signing_key = signing_key
 
     def path(self, version: str) -> Path:
         return self.root / version
+
+    def confine(self, path: Path) -> Path:
+        """``path`` resolved, if it lies inside the store; :class:`BundleError` otherwise."""
+        resolved, root = path.resolve(), self.root.resolve()
+        if resolved == root or not resolved.is_relative_to(root):
+            raise BundleError(path, "outside_store", f"not inside the model store {root}")
+        return resolved
+
+    def adopt(self, bundle: Path, version: str) -> Path:
+        """A copy of the bundle directory ``bundle`` (of ``version``) inside the store, made
+        atomically like :meth:`write`; the bundle itself when it is inside already."""
+        try:
+            return self.confine(bundle)
+        except BundleError:
+            pass
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.path(version)
+        if not target.is_dir():
+            partial = self.root / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}"
+            shutil.copytree(bundle, partial, symlinks=False)
+            os.rename(partial, target)
+            _fsync_dir(self.root)
+        return target.resolve()
 
     def write(self, detector: AMADetector) -> Path:
         """Save ``detector`` as ``root/<model_version>`` atomically; returns that path.
@@ -48,6 +77,8 @@ class ModelStore:
             return target
         partial = self.root / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}"
         detector.save(partial)
+        if self._signing_key is not None:
+            sign_bundle(partial, self._signing_key)
         os.rename(partial, target)
         _fsync_dir(self.root)  # make the rename itself durable before a pointer names it
         return target

@@ -93,15 +93,24 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _quotes(doc: Any) -> int:
-    """How many ``"`` characters a JSON text of ``doc`` has when each member appears once."""
-    kind = type(doc)
-    if kind is str:
-        return 2 + doc.count('"')
-    if kind is dict:
-        return sum(2 + name.count('"') + _quotes(value) for name, value in doc.items())
-    if kind is list:
-        return sum(_quotes(value) for value in doc)
-    return 0
+    """How many ``"`` characters a JSON text of ``doc`` has when each member appears once.
+
+    Iterative: a record nested a few hundred levels deep (orjson accepts up to 1024) must not
+    exhaust Python's recursion limit, which a recursive walk would (found by fuzzing).
+    """
+    count = 0
+    pending = [doc]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str:
+            count += 2 + item.count('"')
+        elif kind is dict:
+            count += sum(2 + name.count('"') for name in item)
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+    return count
 
 
 def _check_unique(value: bytes, doc: dict[str, Any]) -> None:
@@ -113,7 +122,10 @@ def _check_unique(value: bytes, doc: dict[str, Any]) -> None:
     standard library, which reports every pair.
     """
     if value.count(b'"') != _quotes(doc):
-        json.loads(value, object_pairs_hook=_unique_object)
+        try:
+            json.loads(value, object_pairs_hook=_unique_object)
+        except RecursionError:  # the standard parser's own limit: deeper than a record needs
+            raise _Bad("not_json", "nested too deeply to check for duplicate fields") from None
 
 
 def _load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
@@ -256,8 +268,12 @@ def decode_vectors(raw: Sequence[bytes | None], *, dim: int, max_bytes: int) -> 
     return replace(batch, values=batch.values.astype(np.float32))
 
 
-def _json_image(doc: dict[str, Any]) -> np.ndarray:
-    """The pixels of an ImageRecord object, checked as strictly as ImagePayload."""
+def _json_image(doc: dict[str, Any], accepted: set[tuple[int, ...]]) -> np.ndarray:
+    """The pixels of an ImageRecord object, checked as strictly as ImagePayload.
+
+    A well-formed shape other than the model's is refused before the base64 text is decoded,
+    so a record never makes the worker allocate pixels it cannot score.
+    """
     image = _field(doc, "image")
     if type(image) is not dict:
         raise _Bad("wrong_type", "image must be an object")
@@ -270,13 +286,17 @@ def _json_image(doc: dict[str, Any]) -> np.ndarray:
         raise _Bad("wrong_type", f"image.dtype must be one of {sorted(IMAGE_DTYPES)}")
     if type(data) is not str:
         raise _Bad("wrong_type", "image.data must be a base64 string")
+    if len(shape) in (2, 3) and min(shape) >= 1 and tuple(shape) not in accepted:
+        raise _Bad("wrong_dimension", f"image shape {shape}, expected {max(accepted, key=len)}")
     try:
         return image_pixels(shape, dtype, data)
     except PayloadError as exc:
         raise _Bad(exc.code, exc.detail) from None
 
 
-def _image(value: bytes | None, max_bytes: int) -> tuple[str, float, np.ndarray]:
+def _image(
+    value: bytes | None, max_bytes: int, accepted: set[tuple[int, ...]]
+) -> tuple[str, float, np.ndarray]:
     """Key, ts and pixels of one image value, JSON or binary frame."""
     if value and len(value) <= max_bytes and is_frame(value):
         try:
@@ -288,7 +308,7 @@ def _image(value: bytes | None, max_bytes: int) -> tuple[str, float, np.ndarray]
         return key, ts, pixels
     doc = _load_object(value, max_bytes)
     key, ts = _key_and_ts(doc)
-    pixels = _json_image(doc)
+    pixels = _json_image(doc, accepted)
     return key, ts, pixels
 
 
@@ -309,7 +329,7 @@ def decode_images(
     index: list[int] = []
     for i, value in enumerate(raw):
         try:
-            key, ts, pixels = _image(value, max_bytes)
+            key, ts, pixels = _image(value, max_bytes, accepted)
             if pixels.shape not in accepted:
                 raise _Bad(
                     "wrong_dimension", f"image shape {list(pixels.shape)}, expected {list(shape)}"

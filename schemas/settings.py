@@ -128,6 +128,9 @@ class RedisSettings(_Section):
     url: str = Field(default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL.")
     password: SecretStr | None = None
     tls: bool = False
+    ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle that signs the Redis server's TLS certificate."
+    )
     key_prefix: str = Field(default="ama", min_length=1, description="Prefix of every key written.")
 
     def __repr_args__(self) -> ReprArgs:
@@ -145,6 +148,16 @@ class ModelSettings(_Section):
         description="What scoring computes in: auto = bfloat16 where the device has it natively "
         "(a CUDA GPU, a CPU with AVX512-BF16/AMX), else float32. Training is always float32.",
     )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="HMAC-SHA256 key of model bundles: set, workers and the retrain job load "
+        "only bundles signed with it, and the retrain job signs what it writes.",
+    )
+
+    def signing_key_bytes(self) -> bytes | None:
+        """The key as the HMAC takes it (UTF-8 of the secret), or None when unset."""
+        return self.signing_key.get_secret_value().encode() if self.signing_key else None
 
 
 class BatchSettings(_Section):
@@ -152,6 +165,11 @@ class BatchSettings(_Section):
 
     max_records: int = Field(default=1024, ge=1)
     max_wait_ms: int = Field(default=10, ge=0)
+    max_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1,
+        description="Message bytes a batch gathers at most (at least one message).",
+    )
 
 
 class ThresholdSettings(_Section):
@@ -197,8 +215,21 @@ class AlertSettings(_Section):
 class LimitSettings(_Section):
     """Input limits: bound the work one hostile or broken message can cause."""
 
-    max_message_bytes: int = Field(default=1_000_000, ge=1)
-    max_dims: int = Field(default=4096, ge=1)
+    max_message_bytes: int = Field(
+        default=1_000_000, ge=1, description="Larger message values are rejected unparsed."
+    )
+    max_dims: int = Field(
+        default=65_536,
+        ge=1,
+        description="Largest model input (vector length, or C*H*W of an image) a worker loads: "
+        "it sizes every batch array.",
+    )
+    max_keys: int = Field(
+        default=100_000,
+        ge=1,
+        description="Distinct record keys one worker keeps state for within thresholds.ttl_s; "
+        "records of further keys are dead-lettered (key_limit).",
+    )
 
 
 class WorkerSettings(_Section):

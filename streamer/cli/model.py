@@ -119,9 +119,28 @@ def publish(
     )
     client, model_store = connect_from_settings(settings), ModelStore(settings.retrain.store)
     entry = registry.publish_manual(
-        client, settings.redis.key_prefix, bundle, force=force, store=model_store
-    )
+        client, settings.redis.key_prefix, bundle, force=force, store=model_store,
+        signing_key=settings.model.signing_key_bytes(),
+    )  # fmt: skip
     typer.echo(f"published {bundle} as model_version {entry['version']}")
+
+
+@model_app.command("sign")
+def sign(
+    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle directory to sign.")],
+    config: Config = None,
+) -> None:
+    """Sign BUNDLE with `model.signing_key` (AMA_MODEL__SIGNING_KEY), so that workers with
+    that key load it. The bundle is verified first."""
+    from model.bundle import sign_bundle
+    from schemas.errors import ConfigError
+    from schemas.settings import load_settings
+
+    key = load_settings(config).model.signing_key_bytes()
+    if key is None:
+        raise ConfigError("model sign needs model.signing_key (AMA_MODEL__SIGNING_KEY)")
+    sign_bundle(bundle, key)
+    typer.echo(f"signed {bundle}")
 
 
 @model_app.command("list")
@@ -190,5 +209,8 @@ def rollback(
         config, redis={"url": redis_url, "key_prefix": redis_prefix}, retrain={"store": store}
     )
     client, prefix = connect_from_settings(settings), settings.redis.key_prefix
-    entry = registry.rollback(client, prefix, ModelStore(settings.retrain.store), to, force=force)
+    entry = registry.rollback(
+        client, prefix, ModelStore(settings.retrain.store), to, force=force,
+        signing_key=settings.model.signing_key_bytes(),
+    )  # fmt: skip
     typer.echo(f"rolled back from {entry['parent']} to {entry['version']}")

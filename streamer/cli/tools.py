@@ -53,10 +53,16 @@ def produce(
     """
     from schemas.settings import load_settings
     from streamer.devtools.replay import load_dataset, replay
+    from streamer.logs import configure_logging
+    from streamer.preflight import check_kafka
 
     if not 0.0 <= bad_fraction < 1.0 or keys < 1:
         raise typer.BadParameter("--bad-fraction must be in [0, 1) and --keys >= 1")
+    configure_logging("WARNING")  # librdkafka's complaints as JSON lines, like every job's
     settings = load_settings(config, kafka={"bootstrap": bootstrap})
+    # A refused login or an untrusted certificate ends the command with one line, instead of
+    # a producer that retries until its messages time out.
+    check_kafka(settings, [topic], timeout_s=settings.worker.startup_timeout_s)
     kind, rows = load_dataset(data)
     rows = rows[:limit] if limit is not None else rows
     stem = key_prefix or data.name.split(".")[0]

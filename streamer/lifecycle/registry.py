@@ -228,6 +228,7 @@ def publish(
     lock: RetrainLock | None = None,
     force: bool = False,
     store: ModelStore | None = None,
+    signing_key: bytes | None = None,
 ) -> dict[str, Any]:
     """Point every worker at ``bundle`` and record it; returns the history entry written.
 
@@ -237,20 +238,23 @@ def publish(
     moved since, nothing changes and :class:`Superseded` is raised. ``version``, if given, is
     what the bundle must be. ``lock`` fences a retrain cycle's publish; ``force`` skips the
     kind and shape check (:func:`check_bundle`). ``store`` keeps a copy of the new pointer
-    (:func:`restore` uses it if Redis loses its data).
+    (:func:`restore` uses it if Redis loses its data), and a bundle from outside it is copied
+    in first, since workers load only from their store (model/store.py). ``signing_key``: the
+    bundle must be signed with it, as the workers will require.
     """
     read, serving = _read(client, prefix)
     if based_on != serving:
         raise Superseded("the serving model changed meanwhile (another publish); nothing changed")
     from model.detector import AMADetector  # here, not at the top: see the imports
 
-    detector = AMADetector.load(bundle, device="cpu")
+    detector = AMADetector.load(bundle, device="cpu", signing_key=signing_key)
     if version is not None and detector.model_version != version:
         raise RegistryError(
             f"bundle at {bundle} is version {detector.model_version}, not {version}"
         )
     check_bundle(detector, (serving.kind, serving.input_shape) if serving else None, force=force)
-    pointer = Pointer.of(detector, bundle)
+    path = store.adopt(bundle, detector.model_version) if store is not None else bundle
+    pointer = Pointer.of(detector, path)
     full = {
         **entry,
         "version": pointer.version,
@@ -271,11 +275,12 @@ def publish_manual(
     *,
     force: bool = False,
     store: ModelStore | None = None,
+    signing_key: bytes | None = None,
 ) -> dict[str, Any]:
     """What ``ama-stream model publish`` does: publish ``bundle`` over whatever serves now."""
     return publish(
         client, prefix, bundle, {"decision": "published", "trigger": {"reason": "manual"}},
-        based_on=current(client, prefix), force=force, store=store,
+        based_on=current(client, prefix), force=force, store=store, signing_key=signing_key,
     )  # fmt: skip
 
 
@@ -317,7 +322,13 @@ def _known_path(entries: list[dict[str, Any]], store: ModelStore, version: str) 
 
 
 def rollback(
-    client: redis.Redis, prefix: str, store: ModelStore, to: str | None, *, force: bool = False
+    client: redis.Redis,
+    prefix: str,
+    store: ModelStore,
+    to: str | None,
+    *,
+    force: bool = False,
+    signing_key: bytes | None = None,
 ) -> dict[str, Any]:
     """Point the workers back at ``to``, or at the version the serving one replaced.
 
@@ -342,5 +353,6 @@ def rollback(
         raise RegistryError(f"version {to} is not in the history or the model store")
     entry = {"decision": "rollback"}
     return publish(
-        client, prefix, path, entry, based_on=serving, version=to, force=force, store=store
-    )
+        client, prefix, path, entry, based_on=serving, version=to, force=force, store=store,
+        signing_key=signing_key,
+    )  # fmt: skip

@@ -5,20 +5,27 @@ checks a new bundle exactly as a publish does (registry.check_bundle, against th
 serves), and swaps it in with one reference assignment, so a batch is always scored by exactly
 one model. A bundle that fails to load or check is refused once and remembered: the old model
 keeps serving and the worker does not retry the same bad version on every check.
+
+The pointer is outside data (anyone who can write the Redis key can change it), so a worker
+given a model store loads only bundles inside it, given a signing key only bundles signed with
+it, and given ``max_dims`` only models whose input is no larger (model/store.py,
+model/bundle.py, docs/worker.md "Hostile input").
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import redis
 
 from model.bundle import BundleError
 from model.detector import AMADetector
+from model.store import ModelStore
 from streamer.lifecycle.registry import RegistryError, check_bundle, current
 
-__all__ = ["ModelSlot"]
+__all__ = ["ModelSlot", "check_input_size"]
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +41,14 @@ class ModelSlot:
         prefix: str,
         device: str,
         check_every_s: float = 2.0,
+        store: ModelStore | None = None,
+        signing_key: bytes | None = None,
+        max_dims: int | None = None,
     ) -> None:
         self.detector = detector
+        self._store = store
+        self._signing_key = signing_key
+        self._max_dims = max_dims
         self._client = client
         self._prefix = prefix
         self._device = device  # every new version scores where and how the first one does
@@ -67,7 +80,9 @@ class ModelSlot:
             return None
         serving = (self.detector.kind, self.detector.input_shape)
         try:
-            candidate = AMADetector.load(pointer.path, device=self._device)
+            path = self._store.confine(pointer.path) if self._store else pointer.path
+            candidate = AMADetector.load(path, device=self._device, signing_key=self._signing_key)
+            check_input_size(candidate, self._max_dims)
             candidate.to(self._device, self.detector.precision)
             if candidate.model_version != version:
                 raise RegistryError(
@@ -95,3 +110,14 @@ class ModelSlot:
             },
         )
         return "refused"
+
+
+def check_input_size(detector: AMADetector, max_dims: int | None) -> None:
+    """Refuse a model whose input exceeds ``limits.max_dims`` values: its input shape sizes
+    every batch array the worker allocates, so it is bounded like any other outside input."""
+    size = math.prod(detector.input_shape)
+    if max_dims is not None and size > max_dims:
+        raise RegistryError(
+            f"bundle {detector.model_version} takes {size} values per record, more than "
+            f"limits.max_dims = {max_dims}"
+        )

@@ -97,13 +97,14 @@ def run_cycle(
         log.info("another retrain job holds the lock; nothing to do")
         return CycleResult("locked", None)
     try:
-        store = ModelStore(cfg.store)
+        key = settings.model.signing_key_bytes()
+        store = ModelStore(cfg.store, signing_key=key)
         for stale in store.sweep():
             log.warning("removed a half-written bundle", extra={"path": str(stale)})
         serving = registry.current(client, prefix)
         if serving is None:
             raise RetrainError("no model published yet: `ama-stream model publish` a first one")
-        champion = AMADetector.load(serving.path, device="cpu")
+        champion = AMADetector.load(serving.path, device="cpu", signing_key=key)
         data = build_training_set(
             settings, kind=champion.kind, input_shape=champion.input_shape,
             now_s=time.time() if now_s is None else now_s,
@@ -148,7 +149,7 @@ def run_cycle(
         try:
             entry = registry.publish(
                 client, prefix, path, {**entry, "decision": "published"},
-                based_on=serving, lock=lock, store=store,
+                based_on=serving, lock=lock, store=store, signing_key=key,
             )  # fmt: skip
         except registry.Superseded:
             entry.update(decision="superseded", reasons=["another version was published meanwhile"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING, Literal
 
 import redis
@@ -48,14 +49,26 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
 
 
 def classify(exc: redis.RedisError) -> Literal["refused", "unavailable", "request"]:
-    """Whether an error is about our credentials (``refused``: fatal), about Redis being
+    """Whether an error is about our credentials or an untrusted TLS certificate (``refused``:
+    fatal), about Redis being
     unable to serve for now (``unavailable``, incl. OOM and BUSY replies: wait), or about the
     request itself (``request``)."""
-    if isinstance(exc, _REFUSED):
+    if isinstance(exc, _REFUSED) or _untrusted(exc):
         return "refused"
     if isinstance(exc, _UNAVAILABLE) or str(exc).startswith("BUSY"):
         return "unavailable"
     return "request"
+
+
+def _untrusted(exc: BaseException) -> bool:
+    """A TLS handshake that failed on the server's certificate (redis-py wraps it in a
+    ConnectionError): the CA or host name is wrong, and no retry will change that."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def connect(
@@ -64,6 +77,7 @@ def connect(
     password: str | None = None,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
     socket_timeout_s: float = SOCKET_TIMEOUT_S,
+    ssl_cafile: str | None = None,
 ) -> redis.Redis:
     """A Redis client fit for the poll loop.
 
@@ -71,12 +85,14 @@ def connect(
     block the poll loop for seconds while Redis is down; the verdict state does its own single
     retry and then backs off between batches instead.
     """
+    tls = {"ssl_ca_certs": ssl_cafile} if ssl_cafile and url.startswith("rediss://") else {}
     return redis.Redis.from_url(
         url,
         password=password,
         socket_connect_timeout=connect_timeout_s,
         socket_timeout=socket_timeout_s,
         retry=Retry(NoBackoff(), 0),
+        **tls,
     )
 
 
@@ -91,4 +107,9 @@ def connect_from_settings(settings: Settings) -> redis.Redis:
     url = settings.redis.url
     if settings.redis.tls and url.startswith("redis://"):
         url = "rediss://" + url.removeprefix("redis://")
-    return connect(url, password=password.get_secret_value() if password else None)
+    cafile = settings.redis.ssl_cafile
+    return connect(
+        url,
+        password=password.get_secret_value() if password else None,
+        ssl_cafile=str(cafile) if cafile else None,
+    )

@@ -21,7 +21,7 @@ from model.store import ModelStore
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from streamer.lifecycle.registry import restore
-from streamer.lifecycle.reload import ModelSlot
+from streamer.lifecycle.reload import ModelSlot, check_input_size
 from streamer.preflight import check_kafka, check_redis
 from streamer.probes import serve
 from streamer.state.client import connect_from_settings, redis_where
@@ -38,16 +38,16 @@ Runner = Literal["confluent", "faust"]
 log = logging.getLogger(__name__)
 
 
-def _bundle_path(settings: Settings, client: redis.Redis) -> Path:
+def _bundle_path(settings: Settings, client: redis.Redis, store: ModelStore) -> Path:
     """``model.bundle`` if set, else the bundle the group was last pointed at (the registry's
     pointer, restored from the model store if Redis lost it), so a restarted worker serves the
-    same version as its peers."""
+    same version as its peers. A pointer names a path inside the store, or it is refused."""
     if settings.model.bundle is not None:
         return settings.model.bundle
-    pointer = restore(client, settings.redis.key_prefix, ModelStore(settings.retrain.store))
+    pointer = restore(client, settings.redis.key_prefix, store)
     if pointer is None:
         raise ConfigError("no model.bundle given and none published (ama-stream model publish)")
-    return pointer.path
+    return store.confine(pointer.path)
 
 
 def build_parts(settings: Settings, *, torch_threads: int = 1) -> tuple[ModelSlot, ThresholdState]:
@@ -60,9 +60,15 @@ def build_parts(settings: Settings, *, torch_threads: int = 1) -> tuple[ModelSlo
     torch.set_num_threads(torch_threads)
     device = pick_device(settings.model.device)
     client = connect_from_settings(settings)
-    detector = AMADetector.load(_bundle_path(settings, client), device=device)
+    store, key = ModelStore(settings.retrain.store), settings.model.signing_key_bytes()
+    path = _bundle_path(settings, client, store)
+    detector = AMADetector.load(path, device=device, signing_key=key)
+    check_input_size(detector, settings.limits.max_dims)
     detector.to(device, pick_precision(settings.model.precision, device))
-    slot = ModelSlot(detector, client=client, prefix=settings.redis.key_prefix, device=str(device))
+    slot = ModelSlot(
+        detector, client=client, prefix=settings.redis.key_prefix, device=str(device),
+        store=store, signing_key=key, max_dims=settings.limits.max_dims,
+    )  # fmt: skip
     log.info(
         "model loaded",
         extra={

@@ -38,6 +38,7 @@ from schemas.settings import Settings
 from streamer.logs import JsonFormatter, kafka_logger
 from streamer.worker.batch import OutMessage, RawBatch, Topics
 from streamer.worker.isolate import process_isolating
+from streamer.worker.keys import KeyBudget
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.outbox import Outbox, producer_config
 from streamer.worker.pipeline import BatchResult, process_batch
@@ -87,11 +88,12 @@ def run_faust_worker(
     outbox = Outbox({**producer_config(kafka.client_config()), "logger": kafka_logger()})
     topics = Topics(scores=kafka.scores_topic, alerts=kafka.alerts_topic, dlq=kafka.dlq_topic)
     executor = ThreadPoolExecutor(1, thread_name_prefix="ama-score")
+    keys = KeyBudget.from_settings(settings, metrics.tracked_keys.set)
 
     def process(raw: RawBatch) -> BatchResult:
         detector = model.detector  # read once: a batch never mixes model versions
         core = partial(process_batch, detector=detector, verdicts=verdicts, topics=topics,
-                       max_bytes=settings.limits.max_message_bytes)  # fmt: skip
+                       max_bytes=settings.limits.max_message_bytes, keys=keys)  # fmt: skip
         return process_isolating(raw, core, dlq_topic=kafka.dlq_topic,
                                  model_version=detector.model_version,
                                  on_error=settings.worker.on_error)  # fmt: skip

@@ -55,21 +55,40 @@ class Intake:
         return self._paused
 
     def gather(self) -> list[Message]:
-        """Up to ``max_records`` messages within ``max_wait_ms`` of the first call."""
-        max_records = self._batch.max_records
+        """Up to ``max_records`` messages and ``max_bytes`` of values (at least one message)
+        within ``max_wait_ms`` of the first call."""
+        max_records, max_bytes = self._batch.max_records, self._batch.max_bytes
         deadline = time.monotonic() + self._batch.max_wait_ms / 1000.0
         batch, self._carry = self._carry, []
         epoch = self.epoch
-        while len(batch) < max_records and not self._stop.is_set():
+        size = sum(len(m) for m in batch)
+        while len(batch) < max_records and size < max_bytes and not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             got = self._consumer.consume(max_records - len(batch), timeout=left)
             self._metrics.tick()
             if self.epoch != epoch:  # a rebalance ran inside consume: earlier messages are stale
-                batch, epoch = [], self.epoch
-            batch.extend(m for m in got if self._usable(m))
+                batch, epoch, size = [], self.epoch, 0
+            for m in got:
+                if self._usable(m):
+                    batch.append(m)
+                    size += len(m)
+        if size > max_bytes and len(batch) > 1:
+            batch = self._within(batch, max_bytes)
         return [m for m in batch if (m.topic(), m.partition()) in self.assigned]
+
+    def _within(self, batch: list[Message], max_bytes: int) -> list[Message]:
+        """The longest prefix of ``batch`` within ``max_bytes`` (one message at least); the
+        rest waits for the next batch, in order. Bounds what one batch makes the decoder and
+        the DLQ copy hold, whatever sizes the messages have."""
+        size = 0
+        for i, m in enumerate(batch):
+            size += len(m)
+            if size > max_bytes and i > 0:
+                self._carry = batch[i:] + self._carry
+                return batch[:i]
+        return batch
 
     def poll(self, timeout: float = 0.0) -> None:
         """Serve rebalances and callbacks; a record it returns (from a partition assigned while

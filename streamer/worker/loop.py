@@ -37,6 +37,7 @@ from streamer.worker.config import WorkerOptions, consumer_config
 from streamer.worker.intake import Intake
 from streamer.worker.isolate import process_isolating
 from streamer.worker.kafka_events import KafkaEvents
+from streamer.worker.keys import KeyBudget
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.offsets import OffsetBook, Partition, next_offsets
 from streamer.worker.outbox import BatchAborted, Delivery, Outbox, producer_config
@@ -88,6 +89,7 @@ class Worker:
         self._model = model
         self._verdicts = verdicts
         self.metrics = metrics or WorkerMetrics()
+        self._keys = KeyBudget.from_settings(settings, self.metrics.tracked_keys.set)
         self._opt = options or WorkerOptions()
         kafka = settings.kafka
         self._topics = Topics(
@@ -193,6 +195,7 @@ class Worker:
         process = partial(
             process_batch, detector=detector, verdicts=verdicts, topics=self._topics,
             max_bytes=self._settings.limits.max_message_bytes, top_k=self._opt.top_k,
+            keys=self._keys,
         )  # fmt: skip
         while True:
             try:

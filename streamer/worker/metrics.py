@@ -131,6 +131,11 @@ class WorkerMetrics:
         self.assigned_partitions = Gauge(
             "ama_assigned_partitions", "Partitions this worker owns.", registry=r
         )
+        self.tracked_keys = Gauge(
+            "ama_tracked_keys",
+            "Distinct record keys this worker admitted within the TTL (limits.max_keys bounds it).",
+            registry=r,
+        )
         self._last_tick = time.monotonic()
         self._running = False
         self._joined = False

@@ -20,6 +20,7 @@ import numpy as np
 from schemas.decode import DecodedBatch, Reject, decode_images, decode_vectors
 from schemas.events import Alert, score_events_json
 from streamer.worker.batch import OutMessage, RawBatch, RawMessage, Topics, dead_letters
+from streamer.worker.keys import KeyBudget
 
 __all__ = [
     "BatchResult",
@@ -162,6 +163,16 @@ def _decode(detector: Detector, values: Sequence[bytes | None], max_bytes: int) 
     return decode_images(values, shape=(c, h, w), max_bytes=max_bytes)
 
 
+def _drop_rows(batch: DecodedBatch, keep: np.ndarray, code: str, detail: str) -> DecodedBatch:
+    """``batch`` without the rows where ``keep`` is False; each of those becomes a reject."""
+    bad = [Reject(int(batch.index[row]), code, detail) for row in np.flatnonzero(~keep).tolist()]
+    rows = np.flatnonzero(keep).tolist()
+    return DecodedBatch(
+        batch.values[keep], [batch.keys[r] for r in rows], batch.ts[keep],
+        batch.index[keep], sorted(batch.rejects + bad, key=lambda reject: reject.index),
+    )  # fmt: skip
+
+
 def _drop_unscorable(
     batch: DecodedBatch, scores: np.ndarray, features: np.ndarray | None
 ) -> tuple[DecodedBatch, np.ndarray, np.ndarray | None]:
@@ -171,14 +182,18 @@ def _drop_unscorable(
     finite = np.isfinite(scores)
     if finite.all():
         return batch, scores, features
-    bad = [Reject(int(batch.index[row]), "non_finite_score", "the model scored it NaN or "
-                  "infinite") for row in np.flatnonzero(~finite).tolist()]  # fmt: skip
-    rows = np.flatnonzero(finite).tolist()
-    kept = DecodedBatch(
-        batch.values[finite], [batch.keys[r] for r in rows], batch.ts[finite],
-        batch.index[finite], sorted(batch.rejects + bad, key=lambda reject: reject.index),
-    )  # fmt: skip
+    kept = _drop_rows(batch, finite, "non_finite_score", "the model scored it NaN or infinite")
     return kept, scores[finite], None if features is None else features[finite]
+
+
+def _over_budget(batch: DecodedBatch, keys: KeyBudget | None) -> DecodedBatch:
+    """Records of keys beyond the worker's key budget become rejects before they are scored:
+    they would add Redis state past ``limits.max_keys`` (streamer/worker/keys.py)."""
+    admitted = keys.admit(batch.keys) if keys is not None and batch.keys else None
+    if admitted is None:
+        return batch
+    detail = f"this worker already tracks limits.max_keys = {keys.max_keys} keys"  # type: ignore[union-attr]
+    return _drop_rows(batch, admitted, "key_limit", detail)
 
 
 def process_batch(
@@ -189,17 +204,19 @@ def process_batch(
     topics: Topics,
     max_bytes: int,
     top_k: int = 3,
+    keys: KeyBudget | None = None,
 ) -> BatchResult:
     """Decode, score and judge one micro-batch; return every message to produce for it.
 
     The caller must produce all of ``messages`` and see them acknowledged before committing the
     input offsets of this batch (docs/worker.md). ``detector`` is read once at the start, so a
-    hot swap between batches never mixes two model versions in one batch.
+    hot swap between batches never mixes two model versions in one batch. ``keys``, if given,
+    bounds the distinct keys judged (records of other keys become ``key_limit`` dead letters).
     """
     started = time.perf_counter()
     raw = messages if isinstance(messages, RawBatch) else RawBatch.of(messages)
     model_version = detector.model_version
-    batch = _decode(detector, raw.values, max_bytes)
+    batch = _over_budget(_decode(detector, raw.values, max_bytes), keys)
     decoded = time.perf_counter()
     scores, features = np.empty(0), None
     if batch.keys:

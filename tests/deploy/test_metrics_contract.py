@@ -40,7 +40,7 @@ PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana" / "ama-stream-fleet.json"
 #: The last word of a gauge's or histogram's name: its unit (base units only), or what a
 #: unitless number is (a ratio, an info metric, the population stability index).
-UNITS = ("seconds", "bytes", "records", "partitions", "ratio", "info", "psi")
+UNITS = ("seconds", "bytes", "records", "partitions", "keys", "ratio", "info", "psi")
 NOT_BASE_UNITS = ("ms", "milliseconds", "microseconds", "minutes", "hours", "kb", "mb", "percent")
 
 
