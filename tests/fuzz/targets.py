@@ -17,7 +17,7 @@ from schemas.decode import REJECT_CODES, DecodedBatch, decode_images, decode_vec
 from schemas.framing import FrameError, decode_frame, encode_frame
 from streamer.dashboard.ingest import parse_alerts, parse_scores
 from streamer.lifecycle.registry import Pointer, RegistryError
-from streamer.lifecycle.training_set import label_index, verdict_index
+from streamer.lifecycle.training_set import labels_of, verdicts_of
 from streamer.lifecycle.window import Raw
 
 DIM = 3
@@ -94,8 +94,9 @@ def check_outputs(raw: list[bytes]) -> None:
     alerts, bad_alerts = parse_alerts(raw)
     assert len(alerts) + bad_alerts == len(raw)
     events = [Raw(0, i, 0, value) for i, value in enumerate(raw)]
-    assert len(verdict_index(events, "ama.input")) <= len(raw)
-    assert len(label_index(events)) <= len(raw)
+    wanted = {(0, i): i for i in range(len(raw))}
+    assert len(verdicts_of(events, "ama.input", wanted)) == len(raw)
+    assert len(labels_of(events, [("k", float(i)) for i in range(len(raw))])) == len(raw)
 
 
 def check_any(data: bytes) -> None:
