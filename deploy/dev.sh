@@ -7,6 +7,9 @@
 #   deploy/dev.sh fuzz    setup, then coverage-guided fuzzing of the decoders (atheris) for
 #                         FUZZ_SECONDS (300); the corpus grows under ~/.cache/ama-stream/fuzz,
 #                         crashes are saved as ./fuzz-crashes/crash-*
+#   deploy/dev.sh chaos   setup, then the full chaos suite (bench/chaos.py: both guarantees, 10
+#                         faults of each kind per guarantee, ~30 min on 2 cores), its table
+#                         written to docs/chaos.md and docs/chaos.json
 #   deploy/dev.sh demo    setup, then `ama-stream demo` (brings up the stack itself and stops
 #                         what it started); the full SMD data from ../shared/data/smd if present
 #
@@ -91,14 +94,21 @@ fuzz() {
     -print_final_stats=1 -artifact_prefix=fuzz-crashes/ "$corpus"
 }
 
+chaos() {
+  setup
+  cd "$ROOT"
+  python -m bench.chaos --json docs/chaos.json --doc docs/chaos.md "$@"
+}
+
 case "${1:-}" in
   setup) setup ;;
   fuzz) fuzz ;;
+  chaos) shift; chaos "$@" ;;
   test) shift; run_tests "$@" ;;
   demo)
     shift; setup; cd "$ROOT"
     smd="$ROOT/../shared/data/smd"
     if [ -d "$smd" ]; then set -- --data-dir "$smd" "$@"; fi
     exec ama-stream demo "$@" ;;
-  *) echo "usage: $0 setup|test|demo|fuzz [args]" >&2; exit 2 ;;
+  *) echo "usage: $0 setup|test|demo|fuzz|chaos [args]" >&2; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ The CLI (`ama-stream worker`), the demo and the benchmark all start workers thro
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -30,12 +31,16 @@ from streamer.worker.config import WorkerOptions
 from streamer.worker.faust_runner import run_faust_worker
 from streamer.worker.loop import Worker
 from streamer.worker.metrics import WorkerMetrics
+from streamer.worker.outbox import TransactionStuck
 
 __all__ = ["Runner", "build_parts", "build_worker", "run_worker"]
 
 Runner = Literal["confluent", "faust"]
 
 log = logging.getLogger(__name__)
+
+#: Exit status when librdkafka is stuck in a transactional call (EX_TEMPFAIL: start it again).
+EXIT_STUCK = 75
 
 
 def _bundle_path(settings: Settings, client: redis.Redis, store: ModelStore) -> Path:
@@ -126,6 +131,14 @@ def run_worker(
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
-        worker.run()
+        try:
+            worker.run()
+        except TransactionStuck as exc:
+            log.critical(
+                f"{exc} (confluentinc/librdkafka#5456); exiting at once so that a restarted "
+                "worker takes over; nothing of the batch was committed"
+            )
+            logging.shutdown()
+            os._exit(EXIT_STUCK)  # an orderly exit would wait on the stuck call for ever
     finally:
         server.stop()

@@ -40,7 +40,7 @@ from streamer.worker.kafka_events import KafkaEvents
 from streamer.worker.keys import KeyBudget
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.offsets import OffsetBook, Partition, next_offsets
-from streamer.worker.outbox import BatchAborted, Delivery, Outbox, producer_config
+from streamer.worker.outbox import BatchAborted, Delivery, Outbox, TransactionStuck, producer_config
 from streamer.worker.pipeline import BatchResult, process_batch
 
 if TYPE_CHECKING:  # types only: the passthrough benchmark imports this module without torch
@@ -92,9 +92,7 @@ class Worker:
         self._keys = KeyBudget.from_settings(settings, self.metrics.tracked_keys.set)
         self._opt = options or WorkerOptions()
         kafka = settings.kafka
-        self._topics = Topics(
-            scores=kafka.scores_topic, alerts=kafka.alerts_topic, dlq=kafka.dlq_topic
-        )
+        self._topics = Topics(kafka.scores_topic, kafka.alerts_topic, kafka.dlq_topic)
         events = KafkaEvents(self.metrics, lambda: self._intake.assigned)
         callbacks = {"error_cb": events.on_error, "logger": kafka_logger()}
         consumer = consumer_config(settings)
@@ -140,6 +138,7 @@ class Worker:
         # loaded so far (hundreds of thousands of objects that live as long as the process).
         gc.freeze()
         self.metrics.set_running(True)
+        stuck = False
         try:
             while not self._stop.is_set():
                 self._maybe_reload()
@@ -151,9 +150,13 @@ class Worker:
                     self._send(ready)
                 elif ready is not None:  # a rebalance during the settle: consumed again
                     self.metrics.rebalance_drops.inc()
+        except TransactionStuck:
+            stuck = True  # closing either client would wait on the stuck call: the process ends
+            raise
         finally:
             self.metrics.set_running(False)
-            self._close()
+            if not stuck:
+                self._close()
 
     def _close(self) -> None:
         if self._inflight is not None:  # the last batch, or stopped while settling
@@ -226,10 +229,8 @@ class Worker:
         done = self._backlog.catch_up(self._verdicts, self._topics.alerts)
         self.metrics.held_records.set(self._backlog.records)
         if done.records:
-            log.info(
-                "Redis is back: held records applied",
-                extra={"records": done.records, "alerts": len(done.messages)},
-            )
+            log.info("Redis is back: held records applied",
+                     extra={"records": done.records, "alerts": len(done.messages)})  # fmt: skip
             self.metrics.caught_up_records.inc(done.records)
             self._settle()  # what is in flight first: commits stay in input order
             self._send(_Prepared(done.messages, done.offsets, self._intake.epoch))
@@ -238,10 +239,8 @@ class Worker:
                     self.metrics.late_alerts.labels(status).inc(n)
         self.metrics.set_redis_ok(not self._backlog)
         if self._backlog.full and not self._intake.paused:
-            log.warning(
-                "held records at their limit: consumption paused until Redis is back",
-                extra={"records": self._backlog.records},
-            )
+            log.warning("held records at their limit: consumption paused until Redis is back",
+                        extra={"records": self._backlog.records})  # fmt: skip
             self.metrics.waits.labels("redis").inc()
             self._intake.pause()
         else:

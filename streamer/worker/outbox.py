@@ -16,11 +16,16 @@ outputs and its input offsets are committed together (:meth:`Outbox.commit`, KIP
 consumer's group metadata fences a worker that was kicked out of the group). A failed delivery
 cannot be re-produced inside a transaction: the transaction is aborted and
 :class:`BatchAborted` tells the worker to process the batch again from its committed offsets.
+librdkafka can wait forever for the group coordinator when sending the offsets, whatever the
+timeout (confluentinc/librdkafka#5456, #5511; seen here after a broker restart):
+:class:`TransactionStuck` then ends the worker, which is safe, as nothing of the batch was
+committed.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +35,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 from schemas.errors import AmaStreamError
 from streamer.worker.batch import OutMessage
 
-__all__ = ["BatchAborted", "Delivery", "Outbox", "producer_config"]
+__all__ = ["BatchAborted", "Delivery", "Outbox", "TransactionStuck", "producer_config"]
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +52,18 @@ RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 #: until then (librdkafka's default is 60 s); a batch's transaction lasts milliseconds.
 TRANSACTION_TIMEOUT_MS = 10_000
 
+#: How long past its own timeout a transactional call may take before it counts as stuck.
+STUCK_GRACE_S = 5.0
+
 
 class BatchAborted(AmaStreamError):
     """A batch's transaction was aborted (a failed delivery, a fenced or stale group member):
     none of its outputs or offsets are committed; the worker processes it again."""
+
+
+class TransactionStuck(RuntimeError):
+    """A transactional call did not return within its timeout: the producer can neither be
+    used nor closed again, so the process must end (the broker aborts the open transaction)."""
 
 
 def producer_config(client: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +210,7 @@ class Outbox:
         error (this producer was fenced by a newer one with the same transactional.id)."""
         deadline = time.monotonic() + timeout
         try:
-            self._producer.send_offsets_to_transaction(offsets, group, timeout)
+            _within(timeout, self._producer.send_offsets_to_transaction, offsets, group, timeout)
             while True:
                 try:
                     self._producer.commit_transaction(max(0.1, deadline - time.monotonic()))
@@ -252,3 +265,25 @@ class Outbox:
             except KafkaException as exc:  # e.g. a record the client refuses (too large)
                 delivery.fail(exc.args[0], record)
             return
+
+
+def _within(timeout_s: float, call: Callable[..., None], *args: Any) -> None:
+    """``call(*args)`` on a helper thread, raising :class:`TransactionStuck` if it has not
+    returned ``STUCK_GRACE_S`` after ``timeout_s`` (the call itself cannot be cancelled)."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call(*args)
+        except BaseException as exc:  # handed to the caller's thread below
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, name="ama-txn-offsets", daemon=True)
+    thread.start()
+    thread.join(timeout_s + STUCK_GRACE_S)
+    if thread.is_alive():
+        raise TransactionStuck(
+            f"librdkafka did not return from send_offsets_to_transaction within {timeout_s:.0f} s"
+        )
+    if raised:
+        raise raised[0]
