@@ -17,7 +17,7 @@ import pytest
 import redis
 import torch
 from confluent_kafka.admin import AdminClient, NewTopic
-from helpers import DIM, PrivateRedis, Topics, free_ports
+from helpers import DIM, PrivateRedis, PrivateRedisCluster, Topics, free_ports
 
 from model.testing import train_tiny_bundle
 
@@ -120,3 +120,13 @@ def private_redis() -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedisCluster]:
+    """A Redis Cluster of three masters, each with a replica, shared by the tests that do not
+    break it (each uses its own key prefix); tests that fail a master over start their own."""
+    cluster = PrivateRedisCluster(tmp_path_factory.mktemp("cluster"), masters=3, replicas=1)
+    cluster.start()
+    yield cluster
+    cluster.stop()

@@ -17,6 +17,7 @@ import redis
 from model.bundle import BundleError
 from model.detector import AMADetector
 from streamer.lifecycle.registry import RegistryError, check_bundle, current
+from streamer.state.client import RedisClient
 
 __all__ = ["ModelSlot"]
 
@@ -30,7 +31,7 @@ class ModelSlot:
         self,
         detector: AMADetector,
         *,
-        client: redis.Redis | None,
+        client: RedisClient | None,
         prefix: str,
         device: str,
         check_every_s: float = 2.0,
