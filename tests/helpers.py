@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 from model.detector import AMADetector
 from schemas.settings import Settings, load_settings
 from streamer.lifecycle.reload import ModelSlot
-from streamer.state.client import connect
+from streamer.state.client import connect_from_settings
 from streamer.state.verdicts import ThresholdState
 from streamer.worker.config import WorkerOptions
 from streamer.worker.loop import Worker
@@ -52,12 +52,14 @@ def make_settings(
     *,
     redis_url: str = "",
     prefix: str = "ama",
+    redis_options: dict[str, Any] | None = None,
     extra: dict[str, str] | None = None,
     sections: dict[str, Any] | None = None,
     **batch: Any,
 ) -> Settings:
     """Settings for a test worker: a 6 s session timeout (the broker's minimum) so a killed
-    member leaves the group quickly; ``sections`` adds whole settings sections (retrain, ...)."""
+    member leaves the group quickly; ``sections`` adds whole settings sections (retrain, ...),
+    ``redis_options`` more fields of the redis section (cluster, ...)."""
     return load_settings(
         kafka={
             "bootstrap": bootstrap,
@@ -72,7 +74,11 @@ def make_settings(
                 **(extra or {}),
             },
         },
-        redis={"url": redis_url or "redis://127.0.0.1:6379/0", "key_prefix": prefix},
+        redis={
+            "url": redis_url or "redis://127.0.0.1:6379/0",
+            "key_prefix": prefix,
+            **(redis_options or {}),
+        },
         batch={"max_records": 256, "max_wait_ms": 50, **batch},
         metrics={"port": 0},
         **(sections or {}),
@@ -88,7 +94,7 @@ def make_worker(
 ) -> Worker:
     """A worker wired like production (Redis thresholds and hot reload from ``settings.redis``,
     the pointer checked every 0.2 s) unless ``verdicts`` replaces the Redis state."""
-    client = connect(settings.redis.url)
+    client = connect_from_settings(settings)
     slot = ModelSlot(
         detector, client=client, prefix=settings.redis.key_prefix, device="cpu", check_every_s=0.2
     )
@@ -264,16 +270,10 @@ class PrivateRedisCluster:
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
     def start(self) -> None:
-        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-        assert binary and cli, "redis-server and redis-cli are not on PATH"
+        cli = shutil.which("redis-cli")
+        assert cli, "redis-cli is not on PATH"
         for port in self.ports:
-            node = self._dir / str(port)
-            node.mkdir(parents=True, exist_ok=True)
-            argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node),
-                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS), "--save", "",
-                    "--appendonly", "no", "--repl-diskless-sync-delay", "0"]  # fmt: skip
-            self._procs[port] = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+            self._launch(port)
         for port in self.ports:
             _wait_ping(port)
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
@@ -283,6 +283,17 @@ class PrivateRedisCluster:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         self.wait_ok()
+
+    def _launch(self, port: int) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not on PATH"
+        node = self._dir / str(port)
+        node.mkdir(parents=True, exist_ok=True)
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node),
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS), "--save", "",
+                "--appendonly", "no", "--repl-diskless-sync-delay", "0"]  # fmt: skip
+        self._procs[port] = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every live node says ``cluster_state:ok`` and sees every replica in sync."""
@@ -321,6 +332,12 @@ class PrivateRedisCluster:
         proc = self._procs.pop(port)
         proc.kill()
         proc.wait(10)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again, as Kubernetes would: with its nodes.conf it rejoins the
+        cluster, as a replica of the master that replaced it, and copies its data."""
+        self._launch(port)
+        _wait_ping(port)
 
     def stop(self) -> None:
         for proc in self._procs.values():
