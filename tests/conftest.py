@@ -27,6 +27,16 @@ BOOTSTRAP = os.environ.get("AMA_TEST_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("AMA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long variants (``slow``) run only when asked for: CI runs their short variants."""
+    if os.environ.get("AMA_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow variant: set AMA_SLOW_TESTS=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def _unique(stem: str) -> str:
     return f"test.{stem}.{uuid.uuid4().hex[:10]}"
 
