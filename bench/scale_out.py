@@ -144,7 +144,7 @@ class _Scores(threading.Thread):
         while not self._done.is_set():
             for m in self._consumer.consume(1000, timeout=0.1):
                 if m.error() is None:
-                    source = orjson.loads(m.value())["source"]
+                    source = orjson.loads(m.value() or b"{}")["source"]
                     p, o = int(source["partition"]), int(source["offset"])
                     with self._lock:
                         self.per_offset[(p, o)] += 1
@@ -326,10 +326,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     topics = {f"bench.{run}.{name}": PARTITIONS for name in ("in", "scores", "alerts", "dlq")}
     data.create_topics(args.bootstrap, topics)
     names = list(topics)
+    source, scores, alerts, dlq = names
     try:
         result = run_scale_out(
-            Scenario(args.bootstrap, args.redis_url, f"bench-{run}", *names, bundle,
-                     rate=args.rate, phase_s=args.phase_s),
+            Scenario(args.bootstrap, args.redis_url, f"bench-{run}", source, scores, alerts, dlq,
+                     bundle, rate=args.rate, phase_s=args.phase_s),
             lambda i: messages[i % len(messages)], tmp,
         )  # fmt: skip
         print(result.table())
