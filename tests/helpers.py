@@ -270,19 +270,24 @@ class PrivateRedisCluster:
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
     def start(self) -> None:
+        """Start the nodes and make them one cluster; on any failure stop what started."""
         cli = shutil.which("redis-cli")
         assert cli, "redis-cli is not on PATH"
-        for port in self.ports:
-            self._launch(port)
-        for port in self.ports:
-            _wait_ping(port)
-        nodes = [f"127.0.0.1:{port}" for port in self.ports]
-        subprocess.run(
-            [cli, "--cluster", "create", *nodes, "--cluster-replicas", str(self._replicas),
-             "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-        self.wait_ok()
+        try:
+            for port in self.ports:
+                self._launch(port)
+            for port in self.ports:
+                _wait_ping(port)
+            nodes = [f"127.0.0.1:{port}" for port in self.ports]
+            subprocess.run(
+                [cli, "--cluster", "create", *nodes, "--cluster-replicas", str(self._replicas),
+                 "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
 
     def _launch(self, port: int) -> None:
         binary = shutil.which("redis-server")
