@@ -85,8 +85,10 @@ def broker_cost(bootstrap: str, broker_pid: int, records: int = 200_000) -> dict
         cpu0 = cpu_seconds(broker_pid)
         data.write_topic(bootstrap, source, messages)
         produce = cpu_seconds(broker_pid) - cpu0
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"capacity.{run}",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+        consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"capacity.{run}",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        })  # fmt: skip
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
                              "enable.idempotence": True, "compression.type": "lz4"})  # fmt: skip
         consumer.subscribe([source])
