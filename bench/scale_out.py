@@ -133,12 +133,17 @@ class _Scores(threading.Thread):
         super().__init__(name="scores-reader", daemon=True)
         self.per_offset: Counter[tuple[int, int]] = Counter()
         self.end: dict[int, int] = {}
+        self._read: dict[int, int] = {}  # scores partition -> next offset to read
         self._lock = threading.Lock()
         self._done = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "scale-out",
-                                   "enable.auto.commit": False})  # fmt: skip
+        self._topic = topic
+        config = {"bootstrap.servers": bootstrap, "group.id": "scale-out",
+                  "enable.auto.commit": False}  # fmt: skip
+        self._consumer = Consumer(config)
+        self._marks = Consumer(config)  # high watermarks, asked from the caller's thread
         meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-        self._consumer.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])
+        self._partitions = list(meta.topics[topic].partitions)
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in self._partitions])
 
     def run(self) -> None:
         while not self._done.is_set():
@@ -149,15 +154,28 @@ class _Scores(threading.Thread):
                     with self._lock:
                         self.per_offset[(p, o)] += 1
                         self.end[p] = max(self.end.get(p, 0), o + 1)
+                        self._read[m.partition() or 0] = (m.offset() or 0) + 1
         self._consumer.close()
 
     def ends(self) -> dict[int, int]:
+        """What is scored now: per input partition, the highest scored offset + 1, once every
+        score event already on the topic has been read (the reader may trail the workers)."""
+        marks = {
+            p: self._marks.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10)[1]
+            for p in self._partitions
+        }
+        _until(lambda: self._caught_up(marks), "the scores reader to catch up", 60)
         with self._lock:
             return dict(self.end)
+
+    def _caught_up(self, marks: dict[int, int]) -> bool:
+        with self._lock:
+            return all(self._read.get(p, 0) >= mark for p, mark in marks.items() if mark > 0)
 
     def stop(self) -> None:
         self._done.set()
         self.join(30)
+        self._marks.close()
 
 
 class _Group:
