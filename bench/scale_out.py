@@ -66,7 +66,8 @@ class Scenario:
 @dataclass(frozen=True, slots=True)
 class Change:
     """One membership change: what, when (s since the first record), members after it,
-    records committed so far, and records in flight (scored, not committed) at that moment."""
+    records committed so far, and records in flight in the whole group (scored, not committed)
+    at that moment (for the kill: just after it)."""
 
     what: str
     at_s: float
@@ -118,9 +119,11 @@ class ScaleOut:
             lines.append(f"| {c.what} | {c.at_s:.1f} | {c.members} | {c.committed:,} | "
                          f"{c.in_flight:,} |")  # fmt: skip
         lines.append(
-            f"\nproduced {self.produced:,}, scored {self.scored:,} distinct offsets, "
+            f"\nthe killed worker's own partitions {sorted(self.killed_window)}: "
+            f"{self.killed_in_flight:,} records scored but not committed when it died\n"
+            f"produced {self.produced:,}, scored {self.scored:,} distinct offsets, "
             f"{self.duplicates:,} duplicate score events ({self.duplicates_outside_kill()} "
-            f"outside the killed worker's in-flight window of {self.killed_in_flight:,})"
+            f"outside the killed worker's in-flight window)"
         )
         return "\n".join(lines)
 
@@ -299,8 +302,6 @@ def run_scale_out(
         committed, ends = progress.committed(), scores.ends()
         out.killed_window = {p: (committed[p], max(committed[p], ends.get(p, 0))) for p in mine}
         change("3 -> 2: SIGKILL", 2)
-        out.changes[-1] = Change(out.changes[-1].what, out.changes[-1].at_s, 2,
-                                 out.changes[-1].committed, out.killed_in_flight)  # fmt: skip
         _until(members(2), "the killed worker's partitions to move")
         phase("2 workers", 2)
         stop_feed.set()
