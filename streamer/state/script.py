@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import orjson
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from schemas.events import Alert, alert_fingerprint
 from streamer.state.alerts import AlertPolicy, AlertState
-from streamer.state.client import NotReplicated, RedisClient
+from streamer.state.client import ClusterUnavailable, NotReplicated, RedisClient
 from streamer.state.keys import KeyLayout
 from streamer.state.thresholds import KeyStats, ThresholdPolicy
 
@@ -170,7 +170,10 @@ class VerdictScript:
             (keys, records), = requests  # fmt: skip
             replies = [self._script(keys=keys, args=[config, records])]
         else:
-            replies = self._pipelined(requests, config)
+            try:
+                replies = self._pipelined(requests, config)
+            except RedisClusterException as exc:  # a slot not covered, no node reachable
+                raise ClusterUnavailable(str(exc)) from exc
         return [
             {name.decode(): value for name, value in zip(r[::2], r[1::2], strict=True)}
             for r in replies
@@ -181,47 +184,49 @@ class VerdictScript:
         (a promoted replica, a restart) gets it loaded and the pipeline is sent once more."""
         for attempt in range(2):
             pipe = self._client.pipeline(transaction=False)
-            nodes: dict[str, Any] = {}
-            for keys, records in requests:
+            targets = [self._node(keys[0]) for keys, _ in requests]
+            for (keys, records), node in zip(requests, targets, strict=True):
                 # Routed here: redis-py would ask a node for each EVALSHA's keys (COMMAND
                 # GETKEYS, one round trip per call) when it is not told where to send it.
-                where = self._node(keys[0], nodes)
+                where = {} if node is None else {"target_nodes": node}
                 pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, config,
                                      records, **where)  # fmt: skip
+            nodes = {node.name: node for node in targets if node is not None}
             for node in nodes.values() if nodes else [None]:
                 if self._wait:
                     target = {} if node is None else {"target_nodes": node}
                     pipe.execute_command("WAIT", self._wait, WAIT_TIMEOUT_MS, **target)
             results = pipe.execute(raise_on_error=False)
             replies, acks = results[: len(requests)], results[len(requests) :]
-            if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
-                self._client.script_load(self._script.script)
-                continue
+            if any(isinstance(r, NoScriptError) for r in replies):
+                if attempt == 0:
+                    self._client.script_load(self._script.script)
+                    continue
+                raise ClusterUnavailable("the verdict script is still not loaded where it runs")
             failed = next((r for r in results if isinstance(r, Exception)), None)
             if failed is not None:
                 raise failed
-            if any(int(ack) < self._wait for ack in acks) or self._moved(requests, nodes):
+            if any(int(ack) < self._wait for ack in acks) or self._moved(requests, targets):
                 raise NotReplicated(
                     f"fewer than {self._wait} replica(s) acknowledged within {WAIT_TIMEOUT_MS} ms"
                 )
             break
         return replies
 
-    def _node(self, key: str, nodes: dict[str, Any]) -> dict[str, Any]:
-        """``{"target_nodes": the master serving key}`` on a cluster, else nothing."""
+    def _node(self, key: str) -> Any:
+        """The master serving ``key`` on a cluster (from the client's slot map), else None."""
         if not isinstance(self._client, RedisCluster):
-            return {}
-        node = self._client.get_node_from_key(key)
-        nodes.setdefault(node.name, node)
-        return {"target_nodes": node}
+            return None
+        return self._client.get_node_from_key(key)
 
-    def _moved(self, requests: list[tuple[list[str], bytes]], nodes: dict[str, Any]) -> bool:
-        """Whether a call was redirected (its slot moved meanwhile) to a node whose WAIT was
-        not part of the pipeline: its durability is then unknown."""
+    def _moved(self, requests: list[tuple[list[str], bytes]], targets: list[Any]) -> bool:
+        """Whether a call's slot moved to another master meanwhile: redis-py followed the
+        redirection after the pipeline's WAITs, so the call's durability is unknown."""
         if not (self._wait and isinstance(self._client, RedisCluster)):
             return False
         return any(
-            self._client.get_node_from_key(keys[0]).name not in nodes for keys, _ in requests
+            self._client.get_node_from_key(keys[0]).name != node.name
+            for (keys, _), node in zip(requests, targets, strict=True)
         )
 
     def apply(
