@@ -2,7 +2,7 @@
 # Fresh-machine entry points for development and CI:
 #
 #   deploy/dev.sh setup   make/refresh the virtualenv and install the project (+ dev extras)
-#   deploy/dev.sh test    setup, system tools for the tests (Chromium, promtool), lint, start the
+#   deploy/dev.sh test    setup, system tools for the tests (Chromium, promtool, kustomize), lint, start the
 #                         local Kafka + Redis, run the test suite, stop them
 #   deploy/dev.sh fuzz    setup, then coverage-guided fuzzing of the decoders (atheris) for
 #                         FUZZ_SECONDS (300); the corpus grows under ~/.cache/ama-stream/fuzz,
@@ -46,8 +46,13 @@ setup() {
 
 # System tools the tests need besides Kafka and Redis: Debian's Chromium and its WebDriver (the
 # dashboard's browser tests), promtool (from the prometheus package: the alert rules' checks
-# and unit tests) and openssl (tests/security: the TLS Redis's key, out of keytool's PKCS#12). Installed with apt-get when missing and we are root; a no-op once present.
+# and unit tests) and openssl (tests/security: the TLS Redis's key, out of keytool's PKCS#12).
+# Installed with apt-get when missing and we are root; a no-op once present.
+# redis-server and redis-cli (the Redis Cluster tests) come with `ama-stream local up`'s
+# redis-server package; kustomize (tests/deploy renders deploy/k8s) is kubectl's built-in one
+# when a kubectl with kustomize v5 is there, else built once from its Go module.
 system_tools() {
+  kustomize_tool
   local need=()
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)
@@ -61,6 +66,20 @@ system_tools() {
       || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null; }
   else
     log "missing ${need[*]}: install them (Debian: apt-get install ${need[*]}); tests/dashboard and tests/deploy need them"
+  fi
+}
+
+KUSTOMIZE_VERSION=v5.5.0
+kustomize_tool() {
+  command -v kustomize >/dev/null && return 0
+  if command -v kubectl >/dev/null && kubectl version --client 2>/dev/null | grep -q "Kustomize Version: v5"; then
+    return 0
+  fi
+  if command -v go >/dev/null; then
+    log "building kustomize $KUSTOMIZE_VERSION into $VENV/bin (go install, once)"
+    GOBIN="$VENV/bin" go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+  else
+    log "missing kustomize: install it (or kubectl with kustomize v5); tests/deploy needs it"
   fi
 }
 

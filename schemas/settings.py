@@ -132,6 +132,32 @@ class RedisSettings(_Section):
         default=None, description="CA bundle that signs the Redis server's TLS certificate."
     )
     key_prefix: str = Field(default="ama", min_length=1, description="Prefix of every key written.")
+    # Redis Cluster (docs/thresholds.md, "Redis Cluster"): the key layout and the calls per batch.
+    cluster: bool = Field(
+        default=False,
+        description="url names one node of a Redis Cluster: keys carry hash tags, one script "
+        "call per slot group per batch.",
+    )
+    slot_groups: int = Field(
+        default=64,
+        ge=1,
+        le=16384,
+        description="Cluster only: hash tags the per-key state is spread over; fixed for the "
+        "life of the key prefix (another value starts every key afresh).",
+    )
+    wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas that must acknowledge a batch's state (WAIT) before its outputs "
+        "are produced; set it where a master can fail over.",
+    )
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> Self:
+        """A brace in the prefix would become the hash tag and put every key in one slot."""
+        if self.cluster and ("{" in self.key_prefix or "}" in self.key_prefix):
+            raise ValueError("redis.key_prefix must not contain { or } with redis.cluster")
+        return self
 
     def __repr_args__(self) -> ReprArgs:
         for name, value in super().__repr_args__():

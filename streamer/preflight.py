@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 from schemas.errors import AmaStreamError
 from schemas.settings import Settings
 from streamer.logs import kafka_logger
-from streamer.state.client import classify
+from streamer.state.client import RedisClient, classify
 
 __all__ = ["KAFKA_REFUSALS", "StartupError", "check_kafka", "check_redis"]
 
@@ -88,13 +88,16 @@ def check_kafka(settings: Settings, topics: Sequence[str], *, timeout_s: float) 
         )
 
 
-def check_redis(client: redis.Redis, *, timeout_s: float, where: str) -> None:
+def check_redis(connect: Callable[[], RedisClient], *, timeout_s: float, where: str) -> None:
     """Redis answers PING with our credentials within ``timeout_s``; :class:`StartupError`
-    otherwise (at once when it refuses the credentials)."""
+    otherwise (at once when it refuses the credentials).
+
+    ``connect`` makes the client inside the wait: a Redis Cluster client already needs a node
+    to answer when it is made."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            client.ping()
+            connect().ping()
             return
         except redis.RedisError as exc:
             if classify(exc) == "refused":

@@ -17,7 +17,7 @@ import pytest
 import redis
 import torch
 from confluent_kafka.admin import AdminClient, NewTopic
-from helpers import DIM, PrivateRedis, Topics, free_ports
+from helpers import DIM, PrivateRedis, PrivateRedisCluster, Topics, free_ports
 
 from model.testing import train_tiny_bundle
 
@@ -25,6 +25,16 @@ torch.set_num_threads(1)  # 2 shared cores: keep the tests from fighting each ot
 
 BOOTSTRAP = os.environ.get("AMA_TEST_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("AMA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long variants (``slow``) run only when asked for: CI runs their short variants."""
+    if os.environ.get("AMA_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow variant: set AMA_SLOW_TESTS=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 def _unique(stem: str) -> str:
@@ -120,3 +130,13 @@ def private_redis() -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedisCluster]:
+    """A Redis Cluster of three masters, each with a replica, shared by the tests that do not
+    break it (each uses its own key prefix); tests that fail a master over start their own."""
+    cluster = PrivateRedisCluster(tmp_path_factory.mktemp("cluster"), masters=3, replicas=1)
+    cluster.start()
+    yield cluster
+    cluster.stop()

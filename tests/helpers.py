@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -26,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 from model.detector import AMADetector
 from schemas.settings import Settings, load_settings
 from streamer.lifecycle.reload import ModelSlot
-from streamer.state.client import connect
+from streamer.state.client import connect_from_settings
 from streamer.state.verdicts import ThresholdState
 from streamer.worker.config import WorkerOptions
 from streamer.worker.loop import Worker
@@ -51,12 +52,14 @@ def make_settings(
     *,
     redis_url: str = "",
     prefix: str = "ama",
+    redis_options: dict[str, Any] | None = None,
     extra: dict[str, str] | None = None,
     sections: dict[str, Any] | None = None,
     **batch: Any,
 ) -> Settings:
     """Settings for a test worker: a 6 s session timeout (the broker's minimum) so a killed
-    member leaves the group quickly; ``sections`` adds whole settings sections (retrain, ...)."""
+    member leaves the group quickly; ``sections`` adds whole settings sections (retrain, ...),
+    ``redis_options`` more fields of the redis section (cluster, ...)."""
     return load_settings(
         kafka={
             "bootstrap": bootstrap,
@@ -71,7 +74,11 @@ def make_settings(
                 **(extra or {}),
             },
         },
-        redis={"url": redis_url or "redis://127.0.0.1:6379/0", "key_prefix": prefix},
+        redis={
+            "url": redis_url or "redis://127.0.0.1:6379/0",
+            "key_prefix": prefix,
+            **(redis_options or {}),
+        },
         batch={"max_records": 256, "max_wait_ms": 50, **batch},
         metrics={"port": 0},
         **(sections or {}),
@@ -87,7 +94,7 @@ def make_worker(
 ) -> Worker:
     """A worker wired like production (Redis thresholds and hot reload from ``settings.redis``,
     the pointer checked every 0.2 s) unless ``verdicts`` replaces the Redis state."""
-    client = connect(settings.redis.url)
+    client = connect_from_settings(settings)
     slot = ModelSlot(
         detector, client=client, prefix=settings.redis.key_prefix, device="cpu", check_every_s=0.2
     )
@@ -242,3 +249,137 @@ class PrivateRedis:
     def wake(self) -> None:
         assert self._proc is not None
         self._proc.send_signal(signal.SIGCONT)
+
+
+class PrivateRedisCluster:
+    """A Redis Cluster of this test's own: ``masters`` masters, each with ``replicas`` replicas,
+    on free ports, made with ``redis-cli --cluster create`` (slots split evenly), torn down by
+    :meth:`stop`. ``cluster-node-timeout`` is 1 s so that a killed master fails over in a few
+    seconds instead of the default 15."""
+
+    NODE_TIMEOUT_MS = 1000
+
+    def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 0) -> None:
+        self.ports = _cluster_ports(masters * (1 + replicas))
+        self._dir = directory
+        self._replicas = replicas
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        """Start the nodes and make them one cluster; on any failure stop what started."""
+        cli = shutil.which("redis-cli")
+        assert cli, "redis-cli is not on PATH"
+        try:
+            for port in self.ports:
+                self._launch(port)
+            for port in self.ports:
+                _wait_ping(port)
+            nodes = [f"127.0.0.1:{port}" for port in self.ports]
+            subprocess.run(
+                [cli, "--cluster", "create", *nodes, "--cluster-replicas", str(self._replicas),
+                 "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self, port: int) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not on PATH"
+        node = self._dir / str(port)
+        node.mkdir(parents=True, exist_ok=True)
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node),
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS), "--save", "",
+                "--appendonly", "no", "--repl-diskless-sync-delay", "0"]  # fmt: skip
+        self._procs[port] = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says ``cluster_state:ok`` and sees every replica in sync."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if all(self._state_ok(port) for port in self._procs):
+                return
+            assert time.monotonic() < deadline, "the Redis Cluster did not become ok"
+            time.sleep(0.1)
+
+    def _state_ok(self, port: int) -> bool:
+        client = redis.Redis(port=port, socket_connect_timeout=0.5)
+        try:
+            if client.cluster("INFO")["cluster_state"] != "ok":
+                return False
+            replication = client.info("replication")
+            if replication["role"] == "master":
+                return int(replication["connected_slaves"]) == self._replicas
+            return replication.get("master_link_status") == "up"
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def master_of(self, key: str) -> int:
+        """The port of the master serving ``key``'s slot now (as a live node sees it)."""
+        client = redis.Redis(port=next(iter(self._procs)))
+        slot = int(client.cluster("KEYSLOT", key))
+        for start, end, master, *_replicas in client.execute_command("CLUSTER SLOTS"):
+            if start <= slot <= end:
+                return int(master[1])
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node, as a crashed host: no goodbye to its peers or clients."""
+        proc = self._procs.pop(port)
+        proc.kill()
+        proc.wait(10)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again, as Kubernetes would: with its nodes.conf it rejoins the
+        cluster, as a replica of the master that replaced it, and copies its data."""
+        self._launch(port)
+        _wait_ping(port)
+
+    def stop(self) -> None:
+        for proc in self._procs.values():
+            proc.terminate()
+        for proc in self._procs.values():
+            proc.wait(10)
+        self._procs.clear()
+
+
+def _cluster_ports(n: int) -> list[int]:
+    """Free ports whose cluster bus ports (port + 10000) are free too, all below the kernel's
+    ephemeral range (see :func:`free_ports`)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_ports(1)[0] % 10_000 + 12_000
+        if port in ports or not all(_free(p) for p in (port, port + 10_000)):
+            continue
+        ports.append(port)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_ping(port: int, timeout: float = 10.0) -> None:
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, f"redis-server on {port} did not start"
+            time.sleep(0.02)

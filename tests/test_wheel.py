@@ -1,5 +1,8 @@
 """The built wheel works on its own: installed into a fresh virtualenv and run from an unrelated
-folder, `ama-stream` starts its local stack, trains, replays, scores and stops again.
+folder, `ama-stream` starts its local stack, trains, replays, scores and stops again. This is
+also what the container image installs (deploy/docker/Dockerfile): the image's HEALTHCHECK is
+run against that worker, and the command line of its entry point and of every container in
+the Kubernetes manifests (deploy/k8s) parses with the installed CLI.
 
 The fresh virtualenv gets the wheel without its dependencies and borrows the third-party
 packages of the running environment by path (torch is several GB; downloading it again proves
@@ -19,6 +22,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from deploy_support import container_argvs, image_instruction
 from helpers import free_ports
 
 pytestmark = pytest.mark.integration
@@ -50,6 +54,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 import streamer
 assert streamer.__file__.startswith(sys.prefix), streamer.__file__  # the wheel, not the checkout
 bootstrap, redis_url, port = sys.argv[1], sys.argv[2], sys.argv[3]
+health, metrics_port = json.loads(sys.argv[4]), sys.argv[5]
 cli = [os.path.join(sys.prefix, "bin", "ama-stream")]
 topics = ["in", "scores", "alerts", "dlq"]
 admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -64,7 +69,7 @@ subprocess.run([*cli, "produce", "--data", "rows.npy", "--topic", "in", "--boots
 worker = subprocess.Popen([*cli, "worker", "--bootstrap", bootstrap, "--group", "g",
     "--input-topic", "in", "--scores-topic", "scores", "--alerts-topic", "alerts",
     "--dlq-topic", "dlq", "--model", "bundle", "--redis-url", redis_url,
-    "--metrics-port", "0"], stderr=subprocess.DEVNULL)
+    "--metrics-port", metrics_port], stderr=subprocess.DEVNULL)
 consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "check",
                      "auto.offset.reset": "earliest"})
 consumer.subscribe(["scores"])
@@ -72,6 +77,10 @@ seen, deadline = 0, time.monotonic() + 90
 while seen < 100 and time.monotonic() < deadline:
     seen += sum(m.error() is None for m in consumer.consume(100, timeout=0.5))
 consumer.close()
+# The image's HEALTHCHECK (python is the virtualenv's, as on the image's PATH).
+assert health[:2] == ["CMD", "python"], health
+healthy = subprocess.run([sys.executable, *health[2:]], timeout=10,
+                         env={**os.environ, "AMA_METRICS__PORT": metrics_port}).returncode
 worker.send_signal(signal.SIGTERM)
 worker_exit = worker.wait(60)
 dashboard = subprocess.Popen([*cli, "dashboard", "--bootstrap", bootstrap, "--redis-url",
@@ -85,7 +94,7 @@ while not script and time.monotonic() < deadline:
     except OSError:
         time.sleep(0.3)
 dashboard.send_signal(signal.SIGTERM)
-print(json.dumps({"scored": seen, "worker_exit": worker_exit,
+print(json.dumps({"scored": seen, "worker_exit": worker_exit, "healthcheck": healthy,
                   "uplot": script.startswith(b"/*! https://github.com/leeoniya/uPlot"),
                   "dashboard_exit": dashboard.wait(60)}))
 """
@@ -123,18 +132,27 @@ def test_the_wheel_runs_the_local_stack_and_a_round_trip_from_anywhere(tmp_path:
     cli = str(venv / "bin" / "ama-stream")
 
     assert "worker" in _run([cli, "--help"], elsewhere, env).stdout
-    kafka, controller, redis, dashboard = free_ports(4)
+    # The image's entry point and every manifest's container: their command lines parse.
+    argvs = {"Dockerfile": [*image_instruction("ENTRYPOINT"), *image_instruction("CMD")],
+             **container_argvs()}  # fmt: skip
+    for where, argv in argvs.items():
+        assert argv[0] == "ama-stream", where
+        usage = _run([cli, *argv[1:], "--help"], elsewhere, env).stdout
+        command = " ".join(a for a in argv[:3] if not a.startswith("-"))
+        assert f"Usage: {command} [OPTIONS]" in usage, f"{where}: {usage[:200]}"
+    kafka, controller, redis, dashboard, metrics = free_ports(5)
     stack = ["--state-dir", str(tmp_path / "stack"), "--kafka-port", str(kafka),
              "--controller-port", str(controller), "--redis-port", str(redis)]  # fmt: skip
     try:
         _run([cli, "local", "up", *stack], elsewhere, env)
         out = _run(
             [str(python), "-c", ROUND_TRIP, f"127.0.0.1:{kafka}", f"redis://127.0.0.1:{redis}/0",
-             str(dashboard)],
+             str(dashboard), json.dumps(image_instruction("HEALTHCHECK")), str(metrics)],
             elsewhere, env,
         )  # fmt: skip
         assert json.loads(out.stdout.strip().splitlines()[-1]) == {
-            "scored": 100, "worker_exit": 0, "uplot": True, "dashboard_exit": 0,
+            "scored": 100, "worker_exit": 0, "healthcheck": 0, "uplot": True,
+            "dashboard_exit": 0,
         }  # fmt: skip
     finally:
         down = _run([cli, "local", "down", *stack], elsewhere, env)

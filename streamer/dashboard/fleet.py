@@ -32,6 +32,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from schemas.settings import Settings
 from streamer.lifecycle import registry
 from streamer.logs import kafka_logger
+from streamer.state.client import RedisClient
 
 __all__ = ["Fleet", "FleetPoller", "Health", "Rates"]
 
@@ -142,7 +143,7 @@ class FleetPoller:
     """Refreshes a :class:`Fleet` from Kafka and Redis (module docstring); one call per
     ``dashboard.poll_s`` from the dashboard's poll thread."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, health: Health) -> None:
+    def __init__(self, settings: Settings, client: RedisClient, health: Health) -> None:
         self._settings = settings
         self._redis = client
         self._health = health

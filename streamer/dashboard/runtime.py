@@ -46,7 +46,7 @@ class Dashboard:
         kafka, timeout = self.settings.kafka, self.settings.worker.startup_timeout_s
         topics = (kafka.input_topic, kafka.scores_topic, kafka.alerts_topic, kafka.dlq_topic)
         check_kafka(self.settings, topics, timeout_s=timeout)
-        check_redis(self._redis, timeout_s=timeout, where=redis_where(self.settings))
+        check_redis(lambda: self._redis, timeout_s=timeout, where=redis_where(self.settings))
 
     def start(self) -> Dashboard:
         """Preflight, one fleet refresh, then the readers and the poll thread."""

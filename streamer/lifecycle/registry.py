@@ -7,6 +7,9 @@
 - ``{prefix}:retrain:lock``: a random token set with NX and an expiry; one retrain cycle at a
   time holds it, and its expiry frees it when the holder dies.
 
+On a Redis Cluster the three share the hash tag ``{prefix}`` (streamer/state/keys.py), so the
+publish step's script touches one slot.
+
 Every change of the serving version goes through :func:`publish`: it loads the bundle, checks it
 against what the group serves (kind and input shape; a probe batch scores finite), then in one
 Lua step compares the pointer with the one the caller based its decision on, sets it and appends
@@ -26,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import redis
 
 from schemas.errors import AmaStreamError
+from streamer.state.client import RedisClient, is_cluster
+from streamer.state.keys import KeyLayout
 
 if TYPE_CHECKING:  # torch comes with the detector: readers of the pointer (the dashboard) skip it
     from model.detector import AMADetector
@@ -84,17 +88,17 @@ class Incompatible(RegistryError):
     """The bundle cannot serve this group's records (other kind or input shape)."""
 
 
-def pointer_key(prefix: str) -> str:
+def pointer_key(prefix: str, *, cluster: bool = False) -> str:
     """The Redis key naming the bundle every worker of a deployment should serve."""
-    return f"{prefix}:model:current"
+    return KeyLayout(prefix, cluster).registry("model:current")
 
 
-def history_key(prefix: str) -> str:
-    return f"{prefix}:model:history"
+def history_key(prefix: str, *, cluster: bool = False) -> str:
+    return KeyLayout(prefix, cluster).registry("model:history")
 
 
-def lock_key(prefix: str) -> str:
-    return f"{prefix}:retrain:lock"
+def lock_key(prefix: str, *, cluster: bool = False) -> str:
+    return KeyLayout(prefix, cluster).registry("retrain:lock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +172,9 @@ def check_bundle(
 class RetrainLock:
     """A Redis lock with expiry: one retrain cycle at a time."""
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
-        self._client, self._key, self._ttl_ms = client, lock_key(prefix), ttl_s * 1000
+    def __init__(self, client: RedisClient, prefix: str, ttl_s: int) -> None:
+        self._client, self._ttl_ms = client, ttl_s * 1000
+        self._key = lock_key(prefix, cluster=is_cluster(client))
         self.token = uuid.uuid4().hex
 
     def acquire(self) -> bool:
@@ -181,24 +186,26 @@ class RetrainLock:
         self._client.eval(_RELEASE, 1, self._key, self.token)
 
 
-def _read(client: redis.Redis, prefix: str) -> tuple[bytes, Pointer | None]:
+def _read(client: RedisClient, prefix: str) -> tuple[bytes, Pointer | None]:
     """The pointer as stored (b"" when none: what the publish script compares) and parsed."""
-    raw: bytes | None = client.get(pointer_key(prefix))  # type: ignore[assignment]
+    key = pointer_key(prefix, cluster=is_cluster(client))
+    raw: bytes | None = client.get(key)  # type: ignore[assignment]
     return (b"", None) if raw is None else (raw, Pointer.parse(raw))
 
 
-def current(client: redis.Redis, prefix: str) -> Pointer | None:
+def current(client: RedisClient, prefix: str) -> Pointer | None:
     """What the workers follow, or None before the first publish."""
     return _read(client, prefix)[1]
 
 
-def history(client: redis.Redis, prefix: str) -> list[dict[str, Any]]:
+def history(client: RedisClient, prefix: str) -> list[dict[str, Any]]:
     """Every entry, oldest first."""
-    return [orjson.loads(raw) for raw in client.lrange(history_key(prefix), 0, -1)]
+    key = history_key(prefix, cluster=is_cluster(client))
+    return [orjson.loads(raw) for raw in client.lrange(key, 0, -1)]
 
 
 def _commit(
-    client: redis.Redis,
+    client: RedisClient,
     prefix: str,
     *,
     read: bytes,
@@ -206,8 +213,10 @@ def _commit(
     pointer: Pointer | None,
     entry: dict[str, Any],
 ) -> None:
+    cluster = is_cluster(client)
     outcome = client.eval(
-        _PUBLISH, 3, pointer_key(prefix), history_key(prefix), lock_key(prefix),
+        _PUBLISH, 3, pointer_key(prefix, cluster=cluster), history_key(prefix, cluster=cluster),
+        lock_key(prefix, cluster=cluster),
         read, lock.token if lock else "", pointer.dumps() if pointer else "",
         orjson.dumps({"at": time.time(), **entry}),
     )  # fmt: skip
@@ -218,7 +227,7 @@ def _commit(
 
 
 def publish(
-    client: redis.Redis,
+    client: RedisClient,
     prefix: str,
     bundle: Path,
     entry: dict[str, Any],
@@ -269,7 +278,7 @@ def publish(
 
 
 def publish_manual(
-    client: redis.Redis,
+    client: RedisClient,
     prefix: str,
     bundle: Path,
     *,
@@ -284,7 +293,7 @@ def publish_manual(
     )  # fmt: skip
 
 
-def restore(client: redis.Redis, prefix: str, store: ModelStore) -> Pointer | None:
+def restore(client: RedisClient, prefix: str, store: ModelStore) -> Pointer | None:
     """The serving pointer; if Redis has none (it lost its data) but the model store kept the
     last one published, that one is put back first and a ``restored`` entry recorded.
 
@@ -304,7 +313,7 @@ def restore(client: redis.Redis, prefix: str, store: ModelStore) -> Pointer | No
     return restored
 
 
-def record(client: redis.Redis, prefix: str, lock: RetrainLock, entry: dict[str, Any]) -> None:
+def record(client: RedisClient, prefix: str, lock: RetrainLock, entry: dict[str, Any]) -> None:
     """Append a retrain cycle's entry that changes nothing served (rejected, skipped,
     superseded), only while ``lock`` is held (:class:`LockLost` otherwise)."""
     read, _ = _read(client, prefix)
@@ -322,7 +331,7 @@ def _known_path(entries: list[dict[str, Any]], store: ModelStore, version: str) 
 
 
 def rollback(
-    client: redis.Redis,
+    client: RedisClient,
     prefix: str,
     store: ModelStore,
     to: str | None,

@@ -24,6 +24,7 @@ from model.bundle import BundleError
 from model.detector import AMADetector
 from model.store import ModelStore
 from streamer.lifecycle.registry import RegistryError, check_bundle, current
+from streamer.state.client import RedisClient
 
 __all__ = ["ModelSlot", "check_input_size"]
 
@@ -37,7 +38,7 @@ class ModelSlot:
         self,
         detector: AMADetector,
         *,
-        client: redis.Redis | None,
+        client: RedisClient | None,
         prefix: str,
         device: str,
         check_every_s: float = 2.0,

@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Literal
 
 import redis
@@ -175,7 +176,8 @@ def preflight(settings: Settings) -> None:
     ]
     timeout = settings.worker.startup_timeout_s
     check_kafka(settings, topics, timeout_s=timeout)
-    check_redis(connect_from_settings(settings), timeout_s=timeout, where=redis_where(settings))
+    check_redis(partial(connect_from_settings, settings), timeout_s=timeout,
+                where=redis_where(settings))  # fmt: skip
 
 
 def check_drift(settings: Settings, metrics: DriftMetrics, window: DriftWindow) -> float:

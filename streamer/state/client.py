@@ -1,12 +1,19 @@
-"""Redis connections for the poll loop and the jobs: short timeouts, no client-side retries."""
+"""Redis connections for the poll loop and the jobs: short timeouts, no client-side retries.
+
+A connection is to one Redis server, or, with ``redis.cluster``, to a Redis Cluster
+(:class:`redis.cluster.RedisCluster`, which follows the cluster's slot map and its failovers);
+callers take either as a :data:`RedisClient`.
+"""
 
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 if TYPE_CHECKING:
@@ -15,11 +22,17 @@ if TYPE_CHECKING:
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "SOCKET_TIMEOUT_S",
+    "ClusterUnavailable",
+    "NotReplicated",
+    "RedisClient",
     "classify",
     "connect",
     "connect_from_settings",
+    "is_cluster",
     "redis_where",
 ]
+
+RedisClient: TypeAlias = "redis.Redis | RedisCluster"
 
 # Redis answers a local connect in well under a millisecond; 0.5 s tolerates a busy network
 # while a blackholed server (no RST) costs the poll loop at most this per backoff period.
@@ -30,6 +43,20 @@ CONNECT_TIMEOUT_S = 0.5
 SOCKET_TIMEOUT_S = 1.0
 
 _E = redis.exceptions
+
+
+class NotReplicated(_E.RedisError):
+    """Fewer replicas than ``redis.wait_replicas`` acknowledged a batch's state in time: the
+    state is on the master but could be lost with it, so the batch is treated as not applied
+    (it is applied again later; the offsets make that idempotent)."""
+
+
+class ClusterUnavailable(_E.ConnectionError):
+    """The Redis Cluster cannot serve (no node reachable, a slot not covered): redis-py raises
+    these as ``RedisClusterException``, which is not a ``RedisError``; this makes them the
+    outage they are."""
+
+
 #: Redis refused who we are: wrong password, unknown user, or an ACL that forbids a command.
 _REFUSED: tuple[type[Exception], ...] = (
     _E.AuthenticationError,
@@ -45,6 +72,7 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
     _E.OutOfMemoryError,  # maxmemory reached
     _E.TryAgainError,
     _E.ClusterDownError,  # includes MASTERDOWN
+    NotReplicated,
 )
 
 
@@ -75,25 +103,49 @@ def connect(
     url: str,
     *,
     password: str | None = None,
+    cluster: bool = False,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
     socket_timeout_s: float = SOCKET_TIMEOUT_S,
     ssl_cafile: str | None = None,
-) -> redis.Redis:
-    """A Redis client fit for the poll loop.
+) -> RedisClient:
+    """A Redis client fit for the poll loop; with ``cluster``, a Redis Cluster client that
+    discovers the cluster from the node ``url`` names (raises :class:`ClusterUnavailable` when
+    no node answers).
 
     redis-py's default client retries a failed command several times with backoff, which would
     block the poll loop for seconds while Redis is down; the verdict state does its own single
     retry and then backs off between batches instead.
     """
-    tls = {"ssl_ca_certs": ssl_cafile} if ssl_cafile and url.startswith("rediss://") else {}
-    return redis.Redis.from_url(
-        url,
-        password=password,
-        socket_connect_timeout=connect_timeout_s,
-        socket_timeout=socket_timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        **tls,
-    )
+    options: dict[str, Any] = {
+        "password": password,
+        "socket_connect_timeout": connect_timeout_s,
+        "socket_timeout": socket_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if ssl_cafile and url.startswith("rediss://"):
+        options["ssl_ca_certs"] = ssl_cafile
+    if not cluster:
+        return redis.Redis.from_url(url, **options)
+    try:
+        return _Cluster.from_url(url, **options)
+    except RedisClusterException as exc:
+        raise ClusterUnavailable(str(exc)) from exc
+
+
+class _Cluster(RedisCluster):
+    """A cluster client whose "cannot reach the cluster" errors are ``RedisError`` s, as a single
+    server's are, so every caller's outage handling applies unchanged."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+
+def is_cluster(client: RedisClient) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (and key names need hash tags)."""
+    return isinstance(client, RedisCluster)
 
 
 def redis_where(settings: Settings) -> str:
@@ -101,15 +153,18 @@ def redis_where(settings: Settings) -> str:
     return str(settings.redacted_dict()["redis"]["url"])
 
 
-def connect_from_settings(settings: Settings) -> redis.Redis:
-    """:func:`connect` to the Redis that ``settings.redis`` names (TLS and password applied)."""
+def connect_from_settings(settings: Settings) -> RedisClient:
+    """:func:`connect` to the Redis that ``settings.redis`` names (TLS, password and cluster
+    mode applied)."""
     password = settings.redis.password
     url = settings.redis.url
     if settings.redis.tls and url.startswith("redis://"):
         url = "rediss://" + url.removeprefix("redis://")
     cafile = settings.redis.ssl_cafile
+    secret = password.get_secret_value() if password else None
     return connect(
         url,
-        password=password.get_secret_value() if password else None,
+        password=secret,
+        cluster=settings.redis.cluster,
         ssl_cafile=str(cafile) if cafile else None,
     )

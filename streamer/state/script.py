@@ -8,10 +8,16 @@ transitions come back as JSON objects named like the :class:`~schemas.events.Ale
 Only the records travel packed (5 big-endian doubles each): thousands of separate arguments
 would cost more to build and parse than the script costs Redis.
 
-Redis keys, per model version and record key (docs/thresholds.md)::
+Redis keys, per model version and record key (docs/thresholds.md; names from
+:class:`~streamer.state.keys.KeyLayout`)::
 
     {prefix}:{model_version}:stats:{key}   hash  n, mean, var, q           (TTL ttl_s)
     {prefix}:alert:{key}                   hash  a (alert state), o:{partition} (TTL ttl_s)
+
+On one server a batch is one script call. On a Redis Cluster it is one call per slot group
+present in the batch (each call's keys share one hash slot), all sent in one pipeline: redis-py
+writes every node's calls before reading any reply, so a batch costs one round trip per node,
+in parallel. ``wait_replicas`` appends a ``WAIT`` per node to the same pipeline.
 """
 
 from __future__ import annotations
@@ -23,23 +29,30 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from schemas.events import Alert, alert_fingerprint
 from streamer.state.alerts import AlertPolicy, AlertState
+from streamer.state.client import ClusterUnavailable, NotReplicated, RedisClient
+from streamer.state.keys import KeyLayout
 from streamer.state.thresholds import KeyStats, ThresholdPolicy
 
 __all__ = ["KeyReading", "Reply", "Transition", "VerdictScript", "alert_key", "stats_key"]
 
+# How long a WAIT may hold a batch for its replicas' acknowledgements: far above a healthy
+# replica's lag (well under a millisecond on a LAN), well below the client's socket timeout.
+WAIT_TIMEOUT_MS = 250
+
 
 def stats_key(prefix: str, model_version: str, key: str) -> str:
-    """Redis hash holding ``key``'s statistics under ``model_version``."""
-    return f"{prefix}:{model_version}:stats:{key}"
+    """Redis hash holding ``key``'s statistics under ``model_version`` (one server)."""
+    return KeyLayout(prefix).stats(model_version, key)
 
 
 def alert_key(prefix: str, key: str) -> str:
-    """Redis hash holding ``key``'s alert state and last applied offsets."""
-    return f"{prefix}:alert:{key}"
+    """Redis hash holding ``key``'s alert state and last applied offsets (one server)."""
+    return KeyLayout(prefix).alert(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,20 +112,28 @@ def _alert(key: str, fields: dict[str, Any]) -> Alert:
 
 
 class VerdictScript:
-    """``verdicts.lua`` registered on ``client``, with the configuration it runs under."""
+    """``verdicts.lua`` registered on ``client``, with the configuration it runs under.
+
+    ``layout`` names the keys (and says whether ``client`` is a cluster); ``wait_replicas``
+    replicas must acknowledge a batch's writes before :meth:`apply` returns
+    (:class:`~streamer.state.client.NotReplicated` otherwise).
+    """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         *,
-        prefix: str,
+        layout: KeyLayout,
         thresholds: ThresholdPolicy,
         alerts: AlertPolicy,
         ttl_s: int,
         reemit_replayed: bool,
+        wait_replicas: int = 0,
     ) -> None:
+        self._client = client
         self._script = client.register_script(_load_script())
-        self._prefix = prefix
+        self._layout = layout
+        self._wait = wait_replicas
         self._config: dict[str, Any] = {
             "policy": thresholds.policy,
             "quantile": thresholds.quantile,
@@ -132,19 +153,81 @@ class VerdictScript:
             self._config["fixed"] = thresholds.fixed
 
     def _keys(self, model_version: str, keys: Sequence[str]) -> list[str]:
+        layout = self._layout
         return [
-            name
-            for key in keys
-            for name in (stats_key(self._prefix, model_version, key), alert_key(self._prefix, key))
+            name for key in keys for name in (layout.stats(model_version, key), layout.alert(key))
         ]
 
-    def _run(self, mode: str, model_version: str, floor: float, keys: Sequence[str],
-             records: bytes) -> dict[str, Any]:  # fmt: skip
-        config = {**self._config, "mode": mode, "model_version": model_version, "floor": floor}
-        reply = self._script(
-            keys=self._keys(model_version, keys), args=[orjson.dumps(config), records]
+    def _run(self, mode: str, model_version: str, floor: float,
+             calls: Sequence[tuple[Sequence[str], bytes]]) -> list[dict[str, Any]]:  # fmt: skip
+        """One script call per ``(keys, records)`` (each within one slot group); the replies
+        by name, in the same order."""
+        config = orjson.dumps(
+            {**self._config, "mode": mode, "model_version": model_version, "floor": floor}
         )
-        return {name.decode(): value for name, value in zip(reply[::2], reply[1::2], strict=True)}
+        requests = [(self._keys(model_version, keys), records) for keys, records in calls]
+        if len(requests) == 1 and not self._wait and not isinstance(self._client, RedisCluster):
+            (keys, records), = requests  # fmt: skip
+            replies = [self._script(keys=keys, args=[config, records])]
+        else:
+            try:
+                replies = self._pipelined(requests, config)
+            except RedisClusterException as exc:  # a slot not covered, no node reachable
+                raise ClusterUnavailable(str(exc)) from exc
+        return [
+            {name.decode(): value for name, value in zip(r[::2], r[1::2], strict=True)}
+            for r in replies
+        ]
+
+    def _pipelined(self, requests: list[tuple[list[str], bytes]], config: bytes) -> list[Any]:
+        """Every call (and a WAIT per node) in one pipeline; a node that lost its script cache
+        (a promoted replica, a restart) gets it loaded and the pipeline is sent once more."""
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            targets = [self._node(keys[0]) for keys, _ in requests]
+            for (keys, records), node in zip(requests, targets, strict=True):
+                # Routed here: redis-py would ask a node for each EVALSHA's keys (COMMAND
+                # GETKEYS, one round trip per call) when it is not told where to send it.
+                where = {} if node is None else {"target_nodes": node}
+                pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, config,
+                                     records, **where)  # fmt: skip
+            nodes = {node.name: node for node in targets if node is not None}
+            for node in nodes.values() if nodes else [None]:
+                if self._wait:
+                    target = {} if node is None else {"target_nodes": node}
+                    pipe.execute_command("WAIT", self._wait, WAIT_TIMEOUT_MS, **target)
+            results = pipe.execute(raise_on_error=False)
+            replies, acks = results[: len(requests)], results[len(requests) :]
+            if any(isinstance(r, NoScriptError) for r in replies):
+                if attempt == 0:
+                    self._client.script_load(self._script.script)
+                    continue
+                raise ClusterUnavailable("the verdict script is still not loaded where it runs")
+            failed = next((r for r in results if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+            if any(int(ack) < self._wait for ack in acks) or self._moved(requests, targets):
+                raise NotReplicated(
+                    f"fewer than {self._wait} replica(s) acknowledged within {WAIT_TIMEOUT_MS} ms"
+                )
+            break
+        return replies
+
+    def _node(self, key: str) -> Any:
+        """The master serving ``key`` on a cluster (from the client's slot map), else None."""
+        if not isinstance(self._client, RedisCluster):
+            return None
+        return self._client.get_node_from_key(key)
+
+    def _moved(self, requests: list[tuple[list[str], bytes]], targets: list[Any]) -> bool:
+        """Whether a call's slot moved to another master meanwhile: redis-py followed the
+        redirection after the pipeline's WAITs, so the call's durability is unknown."""
+        if not (self._wait and isinstance(self._client, RedisCluster)):
+            return False
+        return any(
+            self._client.get_node_from_key(keys[0]).name != node.name
+            for (keys, _), node in zip(requests, targets, strict=True)
+        )
 
     def apply(
         self,
@@ -162,34 +245,64 @@ class VerdictScript:
 
         Raises ``redis.RedisError`` as redis-py does; the caller decides what an outage means.
         """
-        # Lua tables are 1-based. Doubles carry every score and ts exactly, and key indices,
-        # partitions and offsets exactly below 2^53; one C-level copy instead of thousands of
-        # argument strings.
-        records = np.column_stack(
-            (key_index + 1, scores, ts, partitions, offsets)
-        ).astype(">f8").tobytes()  # fmt: skip
-        reply = self._run("apply", model_version, floor, distinct, records)
-        flags = reply["anomalous"]
-        flags = flags.encode() if isinstance(flags, str) else flags
+        index = np.asarray(key_index, np.int64)
+        groups = np.zeros(len(distinct), np.int64)
+        if self._layout.cluster:
+            groups[:] = [self._layout.group(key) for key in distinct]
+        calls, members, rows = [], [], []
+        for group in np.unique(groups):
+            keys_in = np.flatnonzero(groups == group)  # positions in `distinct`, first-seen order
+            rows_in = np.flatnonzero(groups[index] == group)  # records, in batch order
+            local = np.zeros(len(distinct), np.int64)
+            local[keys_in] = np.arange(len(keys_in))
+            # Lua tables are 1-based. Doubles carry every score and ts exactly, and key
+            # indices, partitions and offsets exactly below 2^53; one C-level copy instead of
+            # thousands of argument strings.
+            records = np.column_stack(
+                (local[index[rows_in]] + 1, scores[rows_in], ts[rows_in], partitions[rows_in],
+                 offsets[rows_in])
+            ).astype(">f8").tobytes()  # fmt: skip
+            calls.append(([distinct[int(i)] for i in keys_in], records))
+            members.append(keys_in)
+            rows.append(rows_in)
+        n = len(index)
+        thresholds = np.empty(n, np.float64)
+        flags = np.empty(n, bool)
+        next_thresholds = np.empty(len(distinct), np.float64)
         transitions = []
-        for encoded in reply["transitions"]:
-            doc = orjson.loads(encoded)
-            record = int(doc["record"]) - 1
-            key = distinct[int(key_index[record])]
-            transitions.append(Transition(record, _alert(key, doc["alert"]), bool(doc["replayed"])))
-        return Reply(
-            thresholds=np.frombuffer(reply["thresholds"], ">f8").astype(np.float64),
-            is_anomaly=np.frombuffer(flags, np.uint8) == ord("1"),
-            transitions=transitions,
-            next_thresholds=np.frombuffer(reply["next_thresholds"], ">f8").tolist(),
-        )
+        for reply, keys_in, rows_in in zip(
+            self._run("apply", model_version, floor, calls), members, rows, strict=True
+        ):
+            anomalous = reply["anomalous"]
+            anomalous = anomalous.encode() if isinstance(anomalous, str) else anomalous
+            thresholds[rows_in] = np.frombuffer(reply["thresholds"], ">f8")
+            flags[rows_in] = np.frombuffer(anomalous, np.uint8) == ord("1")
+            next_thresholds[keys_in] = np.frombuffer(reply["next_thresholds"], ">f8")
+            for encoded in reply["transitions"]:
+                doc = orjson.loads(encoded)
+                record = int(rows_in[int(doc["record"]) - 1])
+                key = distinct[int(index[record])]
+                alert = _alert(key, doc["alert"])
+                transitions.append(Transition(record, alert, bool(doc["replayed"])))
+        transitions.sort(key=lambda t: t.record)  # batch order across the groups' calls
+        return Reply(thresholds, flags, transitions, next_thresholds.tolist())
 
     def peek(self, *, model_version: str, floor: float, keys: Sequence[str]) -> list[KeyReading]:
         """Read ``keys`` without changing anything (raises ``redis.RedisError`` on an outage)."""
-        reply = self._run("peek", model_version, floor, keys, b"")
+        by_group: dict[int, list[str]] = {}
+        for key in keys:
+            by_group.setdefault(self._layout.group(key), []).append(key)
+        calls = [(group, b"") for group in by_group.values()]
+        docs = {
+            key: encoded
+            for (group, _), reply in zip(
+                calls, self._run("peek", model_version, floor, calls), strict=True
+            )
+            for key, encoded in zip(group, reply["keys"], strict=True)
+        }
         out = []
-        for key, encoded in zip(keys, reply["keys"], strict=True):
-            doc = orjson.loads(encoded)
+        for key in keys:
+            doc = orjson.loads(docs[key])
             n = int(doc["n"])
             state: AlertState = doc["alert_state"]
             out.append(

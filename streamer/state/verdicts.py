@@ -30,7 +30,8 @@ import redis
 from schemas.errors import AmaStreamError, ServiceError
 from schemas.events import Alert
 from streamer.state.alerts import AlertPolicy
-from streamer.state.client import classify, connect_from_settings
+from streamer.state.client import RedisClient, classify, connect_from_settings, is_cluster
+from streamer.state.keys import KeyLayout
 from streamer.state.script import KeyReading, Reply, VerdictScript
 from streamer.state.thresholds import ThresholdPolicy
 
@@ -110,11 +111,14 @@ class ThresholdState:
     Kafka; consumers de-duplicate by ``(alert_id, status)``.
     ``backoff_initial_s``/``backoff_max_s`` bound how often a down Redis is retried.
     ``cache_keys`` bounds the degraded-mode threshold cache.
+    On a Redis Cluster client the keys carry hash tags over ``slot_groups`` groups and a batch
+    is one script call per group present (docs/thresholds.md, "Redis Cluster");
+    ``wait_replicas`` replicas must acknowledge a batch's writes before it counts as applied.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         *,
         prefix: str,
         thresholds: ThresholdPolicy | None = None,
@@ -125,6 +129,8 @@ class ThresholdState:
         backoff_max_s: float = 5.0,
         cache_keys: int = DEFAULT_CACHE_KEYS,
         clock: Callable[[], float] = time.monotonic,
+        slot_groups: int = 1,
+        wait_replicas: int = 0,
     ) -> None:
         if not prefix:
             raise ThresholdStateError("the Redis key prefix must not be empty")
@@ -135,8 +141,9 @@ class ThresholdState:
         self.thresholds = thresholds or ThresholdPolicy()
         self.alerts = alerts or AlertPolicy()
         self._script = VerdictScript(
-            client, prefix=prefix, thresholds=self.thresholds, alerts=self.alerts,
-            ttl_s=int(ttl_s), reemit_replayed=reemit_replayed_alerts,
+            client, layout=KeyLayout(prefix, is_cluster(client), slot_groups),
+            thresholds=self.thresholds, alerts=self.alerts, ttl_s=int(ttl_s),
+            reemit_replayed=reemit_replayed_alerts, wait_replicas=wait_replicas,
         )  # fmt: skip
         self._backoff = _Backoff(backoff_initial_s, backoff_max_s, clock)
         self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
@@ -144,7 +151,7 @@ class ThresholdState:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, client: redis.Redis | None = None, **kwargs: Any
+        cls, settings: Settings, *, client: RedisClient | None = None, **kwargs: Any
     ) -> ThresholdState:
         """Build it from ``Settings`` (sections ``redis``, ``thresholds``, ``alerts``).
 
@@ -157,6 +164,8 @@ class ThresholdState:
             thresholds=ThresholdPolicy.from_settings(settings.thresholds),
             alerts=AlertPolicy.from_settings(settings.alerts),
             ttl_s=settings.thresholds.ttl_s,
+            slot_groups=settings.redis.slot_groups,
+            wait_replicas=settings.redis.wait_replicas,
             **kwargs,
         )
 

@@ -10,11 +10,11 @@ import logging
 import os
 import signal
 import threading
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Literal
 
-import redis
 import torch
 
 from model.detector import AMADetector, pick_device, pick_precision
@@ -25,7 +25,7 @@ from streamer.lifecycle.registry import restore
 from streamer.lifecycle.reload import ModelSlot, check_input_size
 from streamer.preflight import check_kafka, check_redis
 from streamer.probes import serve
-from streamer.state.client import connect_from_settings, redis_where
+from streamer.state.client import RedisClient, connect_from_settings, redis_where
 from streamer.state.verdicts import ThresholdState
 from streamer.worker.config import WorkerOptions
 from streamer.worker.faust_runner import run_faust_worker
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 EXIT_STUCK = 75
 
 
-def _bundle_path(settings: Settings, client: redis.Redis, store: ModelStore) -> Path:
+def _bundle_path(settings: Settings, client: RedisClient, store: ModelStore) -> Path:
     """``model.bundle`` if set, else the bundle the group was last pointed at (the registry's
     pointer, restored from the model store if Redis lost it), so a restarted worker serves the
     same version as its peers. A pointer names a path inside the store, or it is refused."""
@@ -117,7 +117,8 @@ def run_worker(
         kafka, timeout = settings.kafka, settings.worker.startup_timeout_s
         topics = (kafka.input_topic, kafka.scores_topic, kafka.alerts_topic, kafka.dlq_topic)
         check_kafka(settings, topics, timeout_s=timeout)
-        check_redis(connect_from_settings(settings), timeout_s=timeout, where=redis_where(settings))
+        check_redis(partial(connect_from_settings, settings), timeout_s=timeout,
+                    where=redis_where(settings))  # fmt: skip
         if runner == "faust":
             slot, verdicts = build_parts(settings)
             run_faust_worker(settings, model=slot, verdicts=verdicts, metrics=metrics)

@@ -22,7 +22,7 @@ from model.testing import synthetic_normal
 from schemas.settings import Settings
 from streamer.devtools.replay import Replay, replay
 from streamer.lifecycle import registry
-from streamer.state.client import connect
+from streamer.state.client import connect_from_settings
 from streamer.worker.loop import Worker
 
 KEYS = 4
@@ -95,14 +95,16 @@ class Deployment:
 
     def history(self) -> list[dict]:
         """The model history after the deployment's own first publish of the champion."""
-        redis_settings = self.settings.redis
-        entries = registry.history(connect(redis_settings.url), redis_settings.key_prefix)
+        client = connect_from_settings(self.settings)
+        entries = registry.history(client, self.settings.redis.key_prefix)
         assert entries and entries[0]["trigger"] == {"reason": "manual"}, entries[:1]
         return entries[1:]
 
     def serving(self) -> str | None:
         """The version the registry's pointer names."""
-        pointer = registry.current(connect(self.settings.redis.url), self.settings.redis.key_prefix)
+        pointer = registry.current(
+            connect_from_settings(self.settings), self.settings.redis.key_prefix
+        )
         return pointer.version if pointer else None
 
     def write_config(self, path: Path) -> Path:
@@ -118,13 +120,14 @@ def make_settings(
     topics: dict[str, str],
     store: Path,
     group: str,
+    redis_options: dict[str, object] | None = None,
     **thresholds: object,
 ) -> Settings:
     """Worker and retrain settings for a test: tiny training, short windows and lock."""
     return worker_settings(
         bootstrap, group,
         Topics(topics["input"], topics["scores"], topics["alerts"], topics["dlq"]),
-        redis_url=redis_url, prefix=prefix,
+        redis_url=redis_url, prefix=prefix, redis_options=redis_options,
         sections={
             "thresholds": thresholds,
             "retrain": {
