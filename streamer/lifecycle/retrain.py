@@ -105,7 +105,7 @@ def run_cycle(
         serving = registry.current(client, prefix)
         if serving is None:
             raise RetrainError("no model published yet: `ama-stream model publish` a first one")
-        champion = AMADetector.load(serving.path, device="cpu", signing_key=key)
+        champion = AMADetector.load(store.confine(serving.path), device="cpu", signing_key=key)
         data = build_training_set(
             settings, kind=champion.kind, input_shape=champion.input_shape,
             now_s=time.time() if now_s is None else now_s,

@@ -2,8 +2,9 @@
 
 A worker (its ModelSlot, against real Redis) given a signing key refuses unsigned and wrongly
 signed bundles and keeps serving; given a store it refuses pointers whose path leads out of it
-(``..``, an absolute path elsewhere, a symbolic link). `model publish` copies a bundle into the
-store, so what it publishes is what confined workers load.
+(``..``, an absolute path elsewhere, a symbolic link), and so does the retrain job for the
+champion it reads. `model publish` copies a bundle into the store, so what it publishes is what
+confined workers load.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typer.testing import CliRunner
 from model.bundle import BundleError, read_bundle, sign_bundle
 from model.detector import AMADetector
 from model.store import ModelStore
+from schemas.settings import load_settings
 from streamer.cli import app
 from streamer.lifecycle import registry
 from streamer.lifecycle.registry import Pointer, pointer_key
 from streamer.lifecycle.reload import ModelSlot
+from streamer.lifecycle.retrain import run_cycle
 from streamer.state.client import connect
 
 pytestmark = pytest.mark.integration
@@ -114,6 +117,19 @@ def test_a_pointer_that_leads_out_of_the_store_is_refused(
     _point(redis_url, redis_prefix, path, version)
     assert slot.maybe_reload() == "refused"
     assert slot.detector.model_version != version
+
+
+def test_the_retrain_job_refuses_a_champion_outside_the_store(
+    redis_url: str, redis_prefix: str, other_bundle: Path, store: ModelStore, tmp_path: Path
+) -> None:
+    outside = _copy(other_bundle, tmp_path / "outside")
+    _point(redis_url, redis_prefix, outside, AMADetector.load(outside).model_version)
+    settings = load_settings(
+        redis={"url": redis_url, "key_prefix": redis_prefix}, retrain={"store": store.root}
+    )
+    with pytest.raises(BundleError, match="not inside the model store"):
+        run_cycle(settings)
+    assert registry.history(connect(redis_url), redis_prefix) == []  # nothing was recorded
 
 
 def test_a_model_larger_than_max_dims_is_refused(
