@@ -2,13 +2,13 @@
 # Fresh-machine entry points for development and CI:
 #
 #   deploy/dev.sh setup   make/refresh the virtualenv and install the project (+ dev extras)
-#   deploy/dev.sh test    setup, system tools for the tests (Chromium, promtool, kustomize), lint, start the
-#                         local Kafka + Redis, run the test suite, stop them
+#   deploy/dev.sh test    setup, system tools for the tests (Chromium, promtool, kustomize),
+#                         lint, start the local Kafka + Redis, run the test suite, stop them
 #   deploy/dev.sh fuzz    setup, then coverage-guided fuzzing of the decoders (atheris) for
 #                         FUZZ_SECONDS (300); the corpus grows under ~/.cache/ama-stream/fuzz,
 #                         crashes are saved as ./fuzz-crashes/crash-*
 #   deploy/dev.sh chaos   setup, then the full chaos suite (bench/chaos.py: both guarantees, 10
-#                         faults of each kind per guarantee, ~30 min on 2 cores), its table
+#                         faults of each kind per guarantee, ~25 min on 2 cores), its table
 #                         written to docs/chaos.md and docs/chaos.json
 #   deploy/dev.sh demo    setup, then `ama-stream demo` (brings up the stack itself and stops
 #                         what it started); the full SMD data from ../shared/data/smd if present

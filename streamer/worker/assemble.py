@@ -31,7 +31,7 @@ from streamer.worker.config import WorkerOptions
 from streamer.worker.faust_runner import run_faust_worker
 from streamer.worker.loop import Worker
 from streamer.worker.metrics import WorkerMetrics
-from streamer.worker.outbox import TransactionStuck
+from streamer.worker.outbox import ProducerLost
 
 __all__ = ["Runner", "build_parts", "build_worker", "run_worker"]
 
@@ -39,8 +39,8 @@ Runner = Literal["confluent", "faust"]
 
 log = logging.getLogger(__name__)
 
-#: Exit status when librdkafka is stuck in a transactional call (EX_TEMPFAIL: start it again).
-EXIT_STUCK = 75
+#: Exit status when the producer is lost for good (EX_TEMPFAIL: start the worker again).
+EXIT_PRODUCER_LOST = 75
 
 
 def _bundle_path(settings: Settings, client: RedisClient, store: ModelStore) -> Path:
@@ -134,12 +134,10 @@ def run_worker(
             signal.signal(signal.SIGINT, on_signal)
         try:
             worker.run()
-        except TransactionStuck as exc:
-            log.critical(
-                f"{exc} (confluentinc/librdkafka#5456); exiting at once so that a restarted "
-                "worker takes over; nothing of the batch was committed"
-            )
+        except ProducerLost as exc:
+            log.critical(f"{exc}; exiting at once so that a restarted worker takes over; "
+                         "nothing of the open batch was committed")  # fmt: skip
             logging.shutdown()
-            os._exit(EXIT_STUCK)  # an orderly exit would wait on the stuck call for ever
+            os._exit(EXIT_PRODUCER_LOST)  # an orderly exit would wait on the lost producer
     finally:
         server.stop()

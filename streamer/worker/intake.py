@@ -121,17 +121,30 @@ class Intake:
         self.epoch += 1
         self._metrics.assigned_partitions.set(len(self.assigned))
 
-    def rewind(self) -> None:
+    def rewind(self, retry_s: float) -> None:
         """Go back to the committed offset of every owned partition (the beginning where none
         was committed: a new group reads from the start) and drop what was gathered since.
-        Raises KafkaException if the broker cannot say what was committed."""
-        tps = self._consumer.committed(_tps(self.assigned), timeout=10)
-        for tp in tps:
-            if tp.offset < 0:
-                tp.offset = OFFSET_BEGINNING
-            self._consumer.seek(tp)
-        self._carry = []
+
+        The epoch moves on first, so nothing gathered before is produced even if the worker
+        stops before the broker says what was committed; until it does, ask again every
+        ``retry_s``, polling paused meanwhile so the group sees a live member."""
         self.epoch += 1
+        while not self._stop.is_set():
+            try:
+                tps = self._consumer.committed(_tps(self.assigned), timeout=10)
+            except KafkaException as exc:
+                log.warning("rewind failed; retrying", extra={"error": str(exc.args[0])})
+                self.pause()
+                deadline = time.monotonic() + retry_s
+                while time.monotonic() < deadline and not self._stop.is_set():
+                    self.poll(0.1)
+                continue
+            for tp in tps:
+                if tp.offset < 0:
+                    tp.offset = OFFSET_BEGINNING
+                self._consumer.seek(tp)
+            self._carry = []
+            return
 
     def _usable(self, message: Message) -> bool:
         err = message.error()

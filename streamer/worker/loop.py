@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from schemas.errors import ServiceError
 from schemas.settings import Settings
@@ -40,7 +40,7 @@ from streamer.worker.kafka_events import KafkaEvents
 from streamer.worker.keys import KeyBudget
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.offsets import OffsetBook, Partition, next_offsets
-from streamer.worker.outbox import BatchAborted, Delivery, Outbox, TransactionStuck, producer_config
+from streamer.worker.outbox import BatchAborted, Delivery, Outbox, ProducerLost, producer_config
 from streamer.worker.pipeline import BatchResult, process_batch
 
 if TYPE_CHECKING:  # types only: the passthrough benchmark imports this module without torch
@@ -138,7 +138,7 @@ class Worker:
         # loaded so far (hundreds of thousands of objects that live as long as the process).
         gc.freeze()
         self.metrics.set_running(True)
-        stuck = False
+        lost = False
         try:
             while not self._stop.is_set():
                 self._maybe_reload()
@@ -150,22 +150,20 @@ class Worker:
                     self._send(ready)
                 elif ready is not None:  # a rebalance during the settle: consumed again
                     self.metrics.rebalance_drops.inc()
-        except TransactionStuck:
-            stuck = True  # closing either client would wait on the stuck call: the process ends
+        except ProducerLost:
+            lost = True  # closing the clients would wait on the lost producer: the process ends
             raise
         finally:
             self.metrics.set_running(False)
-            if not stuck:
+            if not lost:
                 self._close()
 
     def _close(self) -> None:
         if self._inflight is not None:  # the last batch, or stopped while settling
             self._finish_inflight(self._opt.drain_budget_s)
         if self._backlog:
-            log.warning(
-                "records judged without Redis stay uncommitted; they will be processed again",
-                extra={"records": self._backlog.records},
-            )
+            log.warning("records judged without Redis stay uncommitted; processed again later",
+                        extra={"records": self._backlog.records})  # fmt: skip
         self._book.commit_sync(list(self._intake.assigned))
         self._consumer.close()  # leaves the group now: partitions move without a session timeout
         self._outbox.close(5.0)  # only stray retries of abandoned batches can be left
@@ -288,15 +286,8 @@ class Worker:
         self.metrics.aborted_transactions.inc()
         log.warning("batch aborted; processing again from the committed offsets",
                     extra={"error": str(why)})  # fmt: skip
-        while not self._stop.is_set():
-            try:
-                self._intake.rewind()
-            except KafkaException as exc:  # the broker cannot say where we were: ask again
-                log.warning("rewind failed; retrying", extra={"error": str(exc.args[0])})
-            else:
-                self._wait(self._opt.service_retry_s)  # a fault: back off before the retry
-                return
-            self._wait(self._opt.service_retry_s)
+        self._intake.rewind(self._opt.service_retry_s)
+        self._wait(self._opt.service_retry_s)  # a fault: back off before the batch again
 
     def _await_acks(self) -> bool:
         """Serve delivery reports until the batch is acknowledged, staying a live group member.

@@ -16,10 +16,12 @@ outputs and its input offsets are committed together (:meth:`Outbox.commit`, KIP
 consumer's group metadata fences a worker that was kicked out of the group). A failed delivery
 cannot be re-produced inside a transaction: the transaction is aborted and
 :class:`BatchAborted` tells the worker to process the batch again from its committed offsets.
-librdkafka can wait forever for the group coordinator when sending the offsets, whatever the
-timeout (confluentinc/librdkafka#5456, #5511; seen here after a broker restart):
-:class:`TransactionStuck` then ends the worker, which is safe, as nothing of the batch was
-committed.
+
+The producer can be lost for good: librdkafka can wait for ever for the group coordinator when
+sending the offsets, whatever the timeout (confluentinc/librdkafka#5456, #5511), and a broker
+that aborted a transaction on its timeout while it restarted fences the producer (an old
+epoch). Both were met in the chaos suite's broker restarts. :class:`ProducerLost` then ends the
+worker, which is safe: nothing of the open batch was committed.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 from schemas.errors import AmaStreamError
 from streamer.worker.batch import OutMessage
 
-__all__ = ["BatchAborted", "Delivery", "Outbox", "TransactionStuck", "producer_config"]
+__all__ = ["BatchAborted", "Delivery", "Outbox", "ProducerLost", "producer_config"]
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +63,10 @@ class BatchAborted(AmaStreamError):
     none of its outputs or offsets are committed; the worker processes it again."""
 
 
-class TransactionStuck(RuntimeError):
-    """A transactional call did not return within its timeout: the producer can neither be
-    used nor closed again, so the process must end (the broker aborts the open transaction)."""
+class ProducerLost(RuntimeError):
+    """The producer failed for good (a fatal error, or a transactional call that did not
+    return within its timeout): it can neither be used nor closed again, so the process ends
+    and a restarted worker takes over (the broker aborts an open transaction)."""
 
 
 def producer_config(client: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +110,7 @@ class Delivery:
         if self._on_failure is not None:
             self._on_failure(err, self.abandoned)
         if err.fatal():  # the producer instance is unusable; the worker exits uncommitted
-            raise KafkaException(err)
+            raise ProducerLost(f"the producer failed for good: {err.str()}")
         if self.abandoned:
             return
         self.failed.append(record)
@@ -206,8 +209,8 @@ class Outbox:
         """Exactly-once mode: commit the open transaction (a batch whose outputs
         :meth:`settle` saw acknowledged) together with its input ``offsets`` for the consumer
         group ``group`` (``Consumer.consumer_group_metadata()``). Raises :class:`BatchAborted`
-        when the broker refuses (the transaction is aborted then), KafkaException on a fatal
-        error (this producer was fenced by a newer one with the same transactional.id)."""
+        when the broker refuses (the transaction is aborted then), :class:`ProducerLost` on a
+        fatal error (a fenced producer) or a call that never returns."""
         deadline = time.monotonic() + timeout
         try:
             _within(timeout, self._producer.send_offsets_to_transaction, offsets, group, timeout)
@@ -221,7 +224,7 @@ class Outbox:
         except KafkaException as exc:
             err = exc.args[0]
             if err.fatal():
-                raise
+                raise ProducerLost(f"the producer failed for good: {err.str()}") from exc
             # Abortable (a failed delivery, a stale group generation) or out of time: nothing
             # of the batch is committed; abort so that the producer can start the next one.
             self.abort()
@@ -234,7 +237,7 @@ class Outbox:
             self._producer.abort_transaction(30.0)
         except KafkaException as exc:
             if exc.args[0].fatal():
-                raise
+                raise ProducerLost(f"the producer failed for good: {exc.args[0].str()}") from exc
             log.warning("aborting a transaction failed: %s", exc.args[0].str())
 
     @staticmethod
@@ -268,7 +271,7 @@ class Outbox:
 
 
 def _within(timeout_s: float, call: Callable[..., None], *args: Any) -> None:
-    """``call(*args)`` on a helper thread, raising :class:`TransactionStuck` if it has not
+    """``call(*args)`` on a helper thread, raising :class:`ProducerLost` if it has not
     returned ``STUCK_GRACE_S`` after ``timeout_s`` (the call itself cannot be cancelled)."""
     raised: list[BaseException] = []
 
@@ -282,8 +285,9 @@ def _within(timeout_s: float, call: Callable[..., None], *args: Any) -> None:
     thread.start()
     thread.join(timeout_s + STUCK_GRACE_S)
     if thread.is_alive():
-        raise TransactionStuck(
+        raise ProducerLost(
             f"librdkafka did not return from send_offsets_to_transaction within {timeout_s:.0f} s"
+            " (confluentinc/librdkafka#5456)"
         )
     if raised:
         raise raised[0]
