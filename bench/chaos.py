@@ -225,7 +225,7 @@ def run_chaos(cfg: ChaosConfig, workdir: Path, log: Callable[[str], None] = prin
             group.start()
         feeder = _Feeder(cfg, stack.bootstrap, "in")
         feeder.start()
-        _wait_committed(stack.bootstrap, cfg.partitions, lambda: 1, 180)
+        _wait_committed(stack.bootstrap, cfg.partitions, lambda done: sum(done) > 0, 180)
         plan = [kind for kind, n in cfg.faults.items() for _ in range(n)]
         rng.shuffle(plan)
         for i, kind in enumerate(plan, 1):
@@ -234,7 +234,8 @@ def run_chaos(cfg: ChaosConfig, workdir: Path, log: Callable[[str], None] = prin
             time.sleep(cfg.settle_s)
         feeder.stop.set()
         feeder.join()
-        _wait_committed(stack.bootstrap, cfg.partitions, lambda: feeder.written, 300)
+        _wait_committed(stack.bootstrap, cfg.partitions,
+                        lambda done: sum(done) >= feeder.written, 300)  # fmt: skip
         group.stop_all()
         result.worker_exits = group.exits
         result.verdict = judge(stack.bootstrap, stack.redis_url, bundle, cfg.guarantee,
@@ -270,8 +271,10 @@ def _inject(
         extra = group.start()
         time.sleep(6.0)
         group.stop(extra, signal.SIGTERM)
-    target = sum(_highs(stack.bootstrap, cfg.partitions))
-    done = _wait_committed(stack.bootstrap, cfg.partitions, lambda: target, 300)
+    # Per partition, not a sum: the others' progress must not hide a stalled partition.
+    highs = _highs(stack.bootstrap, cfg.partitions)
+    done = _wait_committed(stack.bootstrap, cfg.partitions,
+                           lambda offsets: all(map(int.__ge__, offsets, highs)), 300)  # fmt: skip
     return FaultRecord(kind, started, done - started if done is not None else None)
 
 
@@ -285,9 +288,10 @@ def _highs(bootstrap: str, partitions: int) -> list[int]:
 
 
 def _wait_committed(
-    bootstrap: str, partitions: int, goal: Callable[[], int], timeout_s: float
+    bootstrap: str, partitions: int, reached: Callable[[list[int]], bool], timeout_s: float
 ) -> float | None:
-    """When the group "chaos" has committed at least ``goal()`` records (None: timed out)."""
+    """When the group "chaos"'s committed offsets, per partition, have ``reached`` the goal
+    (None: timed out)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos"})
     deadline = time.monotonic() + timeout_s
     try:
@@ -295,7 +299,7 @@ def _wait_committed(
             try:
                 tps = consumer.committed([TopicPartition("in", p) for p in range(partitions)],
                                          timeout=5)  # fmt: skip
-                if sum(max(0, tp.offset) for tp in tps) >= goal():
+                if reached([max(0, tp.offset) for tp in tps]):
                     return time.monotonic()
             except KafkaException:  # an open transaction of a killed worker: ask again
                 pass
