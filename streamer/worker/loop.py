@@ -162,8 +162,10 @@ class Worker:
         if self._inflight is not None:  # the last batch, or stopped while settling
             self._finish_inflight(self._opt.drain_budget_s)
         if self._backlog:
-            log.warning("records judged without Redis stay uncommitted; processed again later",
-                        extra={"records": self._backlog.records})  # fmt: skip
+            log.warning(
+                "records judged without Redis stay uncommitted; they will be processed again",
+                extra={"records": self._backlog.records},
+            )
         self._book.commit_sync(list(self._intake.assigned))
         self._consumer.close()  # leaves the group now: partitions move without a session timeout
         self._outbox.close(5.0)  # only stray retries of abandoned batches can be left
@@ -227,8 +229,10 @@ class Worker:
         done = self._backlog.catch_up(self._verdicts, self._topics.alerts)
         self.metrics.held_records.set(self._backlog.records)
         if done.records:
-            log.info("Redis is back: held records applied",
-                     extra={"records": done.records, "alerts": len(done.messages)})  # fmt: skip
+            log.info(
+                "Redis is back: held records applied",
+                extra={"records": done.records, "alerts": len(done.messages)},
+            )
             self.metrics.caught_up_records.inc(done.records)
             self._settle()  # what is in flight first: commits stay in input order
             self._send(_Prepared(done.messages, done.offsets, self._intake.epoch))
@@ -237,8 +241,10 @@ class Worker:
                     self.metrics.late_alerts.labels(status).inc(n)
         self.metrics.set_redis_ok(not self._backlog)
         if self._backlog.full and not self._intake.paused:
-            log.warning("held records at their limit: consumption paused until Redis is back",
-                        extra={"records": self._backlog.records})  # fmt: skip
+            log.warning(
+                "held records at their limit: consumption paused until Redis is back",
+                extra={"records": self._backlog.records},
+            )
             self.metrics.waits.labels("redis").inc()
             self._intake.pause()
         else:
