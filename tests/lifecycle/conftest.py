@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from retrain_support import Deployment, make_settings
 
+from model.store import ModelStore
 from streamer.lifecycle.registry import publish_manual
 from streamer.state.client import connect
 
@@ -32,7 +33,8 @@ def make_deployment(
             kafka_bootstrap, redis_url, redis_prefix, topics, store, group_factory(),
             **thresholds,
         )  # fmt: skip
-        publish_manual(connect(redis_url), redis_prefix, tiny_bundle)
+        # Into the model store, as `model publish` does: the retrain job reads only from it.
+        publish_manual(connect(redis_url), redis_prefix, tiny_bundle, store=ModelStore(store))
         return Deployment(settings, store)
 
     return make

@@ -12,6 +12,7 @@ from helpers import PrivateRedisCluster
 from retrain_support import Deployment, make_settings, wait_for_version
 
 from model.detector import AMADetector
+from model.store import ModelStore
 from streamer.lifecycle.registry import publish_manual
 from streamer.lifecycle.retrain import run_cycle
 from streamer.state.client import connect_from_settings
@@ -43,7 +44,8 @@ def test_hot_reload_and_a_retrain_cycle_work_on_a_cluster(
     with dep.worker(tiny_bundle) as worker:
         publish_manual(client, redis_prefix, other_bundle)
         wait_for_version(worker, other)
-        publish_manual(client, redis_prefix, tiny_bundle)
+        # into the model store, as `model publish` does: the retrain job reads only from it
+        publish_manual(client, redis_prefix, tiny_bundle, store=ModelStore(tmp_path / "store"))
         wait_for_version(worker, champion)
         dep.shift_window()
         result = run_cycle(settings)
