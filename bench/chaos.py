@@ -11,8 +11,9 @@ with a malformed record now and then (they must become dead letters) and labelle
 in a seeded random order, SIGKILL of a random worker (restarted a second later), a broker
 restart, Redis stopped for ``redis_outage_s`` (30 s in the full run), and group churn (a fourth
 worker joins, then leaves gracefully). After each fault it measures the time until the group has
-committed every record written before the fault ended. At the end the feed stops, the group
-drains, and :mod:`bench.chaos_oracle` reads every topic and checks the guarantees.
+committed, in every partition, each record written before the fault ended. At the end the feed
+stops, the group drains, and :mod:`bench.chaos_oracle` reads every topic and checks the
+guarantees.
 """
 
 from __future__ import annotations
