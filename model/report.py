@@ -154,9 +154,17 @@ def render(
     return "\n".join(parts), summary
 
 
+# The stream suites' block (streamer/evaluation/report.py) is written by its own run; a tabular
+# run keeps it, so one report holds both.
+STREAMS_BLOCK = "<!-- streams:begin -->"
+
+
 def write_report(results: list[dict[str, Any]], out: Path, *, quick: bool, notes: str = "") -> Path:
     """Write ``out`` (markdown) and ``out`` with suffix .json; returns the JSON path."""
     md, summary = render(results, quick=quick, notes=notes)
+    old = out.read_text() if out.is_file() else ""
+    if STREAMS_BLOCK in old:
+        md = md.rstrip("\n") + "\n\n" + STREAMS_BLOCK + old.split(STREAMS_BLOCK, 1)[1]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)
     js = out.with_suffix(".json")

@@ -33,6 +33,14 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # The dashboard reads Kafka, Redis and the registry; never the worker's hot path or torch.
     "streamer.dashboard": ("torch", "model", "streamer.worker", *EDGES),
     "streamer.devtools": ("streamer.cli", "bench"),
+    # The stream evaluation runs detectors and the verdict script; never Kafka or the services.
+    "streamer.evaluation": (
+        "confluent_kafka",
+        "streamer.worker",
+        "streamer.lifecycle",
+        DASHBOARD,
+        *EDGES,
+    ),
     "bench": ("streamer.cli",),
 }
 MAX_LINES = 400

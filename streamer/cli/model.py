@@ -56,17 +56,23 @@ def train(
 @app.command("eval")
 def evaluate(
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Folder holding adbench/, smd/ and mnist/.")
+        Path, typer.Option("--data-dir", help="Folder holding adbench/, mnist/, smd/, skab/, nab/.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Markdown report (+ .json).")] = Path(
         "docs/RESULTS.md"
     ),
     quick: Annotated[
-        bool, typer.Option("--quick", help="Seed 0 and a subset of every suite.")
+        bool, typer.Option("--quick", help="Seed 0 and a subset of every tabular suite.")
     ] = False,
-    suites: Annotated[str, typer.Option("--suites", help="Comma-separated.")] = (
-        "adbench,smd,mnist"
-    ),
+    suites: Annotated[
+        str,
+        typer.Option(
+            "--suites",
+            "--suite",
+            help="Comma-separated: adbench, smd, mnist (tabular); streams (SMD, SKAB and NAB "
+            "replayed through the alert path) or one of streams-smd, streams-skab, streams-nab.",
+        ),
+    ] = "adbench,smd,mnist",
     detectors: Annotated[
         str | None, typer.Option("--detectors", help="Only these (comma-sep).")
     ] = None,
@@ -80,18 +86,38 @@ def evaluate(
     notes: Annotated[
         Path | None, typer.Option("--notes", help="Markdown file put under the report title.")
     ] = None,
+    config: Config = None,
+    redis_url: RedisUrl = None,
 ) -> None:
     """Measure detection quality on public data sets against baselines; write OUT (+ .json).
 
-    Needs the evaluation extras (`pip install 'ama-stream[eval]'`).
+    The stream suites replay through the real alert state machine, so they need a Redis
+    (`ama-stream local up` starts one). Needs the evaluation extras
+    (`pip install 'ama-stream[eval]'`).
     """
     from model import commands
 
-    commands.evaluate(
-        data_dir, out, quick=quick, suites=tuple(suites.split(",")),
-        detectors=tuple(detectors.split(",")) if detectors else None, workers=workers,
-        cache_dir=cache_dir, run=not no_run, notes=notes.read_text() if notes else "",
-    )  # fmt: skip
+    chosen = [s for s in suites.split(",") if s]
+    streams = [s for s in chosen if s.startswith("streams")]
+    tabular = tuple(s for s in chosen if not s.startswith("streams"))
+    names = tuple(detectors.split(",")) if detectors else None
+    if tabular:
+        commands.evaluate(
+            data_dir, out, quick=quick, suites=tabular, detectors=names, workers=workers,
+            cache_dir=cache_dir, run=not no_run, notes=notes.read_text() if notes else "",
+        )  # fmt: skip
+    if streams:
+        from schemas.settings import load_settings
+        from streamer.evaluation.run import DEFAULT_DETECTORS, evaluate_streams
+        from streamer.evaluation.streams import SUITES
+        from streamer.state.client import connect_from_settings
+
+        picked = SUITES if "streams" in streams else tuple(s.split("-", 1)[1] for s in streams)
+        settings = load_settings(config, redis={"url": redis_url})
+        evaluate_streams(
+            data_dir, out, client=connect_from_settings(settings), suites=picked,
+            detectors=names or DEFAULT_DETECTORS, workers=workers, cache_dir=cache_dir,
+        )  # fmt: skip
     typer.echo(f"wrote {out} and {out.with_suffix('.json')}")
 
 

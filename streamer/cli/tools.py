@@ -110,12 +110,15 @@ def demo(
         f"{'interrupted after' if result.interrupted else 'done in'} {result.seconds:.0f} s: "
         f"{result.scored:,} of {result.rows:,} rows scored, {result.dead_letters} dead letters"
     )
+    from statistics import median
+
+    delay = f"; median delay {median(s.delays_rows):.0f} rows" if s.delays_rows else ""
     typer.echo(
-        f"alert episodes: {s.episodes} ({s.true_positives} overlap a labelled anomaly) -> "
-        f"precision {s.precision:.2f}; labelled segments found: {s.segments_found} of "
-        f"{s.segments} -> recall {s.recall:.2f}"
+        f"alert episodes: {s.episodes} ({s.true_episodes} began inside a labelled anomaly) -> "
+        f"precision {s.precision:.2f}; labelled segments found: {s.detected_segments} of "
+        f"{s.segments} -> recall {s.recall:.2f}{delay}"
     )
-    typer.echo("(an episode is a true positive if it overlaps a labelled anomaly segment)")
+    typer.echo("(definitions: docs/stream-eval.md)")
     typer.echo(result.services)
     if result.interrupted:
         raise typer.Exit(130)  # the shell convention for "stopped by Ctrl-C"

@@ -7,7 +7,8 @@
 5. the machine's labelled test half replayed as 4 contiguous streams (keys ``<machine>/0..3``,
    so both workers get work), plus a few malformed records for the DLQ;
 6. live progress from the output topics, then precision/recall of the alerts against the
-   labels (definitions in ``streamer/devtools/demo_eval.py``). Ctrl-C stops everything cleanly.
+   labels, counted as the stream evaluation counts them (docs/stream-eval.md). Ctrl-C stops
+   everything cleanly.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import numpy as np
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from model.commands import train_cached
-from streamer.devtools.demo_eval import AlertScore, episodes, score_alerts
+from streamer.devtools.demo_eval import episodes
 from streamer.devtools.demo_view import Progress, watch
 from streamer.devtools.local_stack import LocalStack, default_state_dir
 from streamer.devtools.replay import Replay, replay
+from streamer.evaluation.metrics import EventMetrics, event_metrics
 
 __all__ = ["DemoData", "DemoResult", "load_demo_data", "run_demo"]
 
@@ -78,7 +80,7 @@ class DemoResult:
     rows: int
     scored: int
     dead_letters: int
-    score: AlertScore
+    score: EventMetrics
     seconds: float
     interrupted: bool
     services: str = ""  # what became of the Kafka + Redis the demo used (its last line)
@@ -256,7 +258,9 @@ def _replay_and_watch(
             mine = stream_of[order] == s
             rows_by_key[f"{data.machine}/{s}"] = (order[mine], ts[mine])
         judged[order[~np.isfinite(ts)]] = 0  # rows never sent cannot be found
-    score = score_alerts(episodes(progress.alerts, rows_by_key), judged)
+    # SMD rows are one minute apart in the data set: delays and false alerts per day in its time.
+    minutes = np.arange(len(judged), dtype=np.float64) * 60.0
+    score = event_metrics(episodes(progress.alerts, rows_by_key), judged, minutes)
     return DemoResult(
         rows, progress.scored, progress.dead_letters, score,
         time.monotonic() - progress.started, interrupted,

@@ -9,7 +9,8 @@ import pytest
 
 import streamer.devtools.demo as demo
 from schemas.events import Alert, alert_fingerprint
-from streamer.devtools.demo_eval import episodes, score_alerts, segments
+from streamer.devtools.demo_eval import episodes
+from streamer.evaluation.metrics import event_metrics, segments
 
 
 def alert(key: str, status: str, start: float, end: float | None = None) -> Alert:
@@ -32,12 +33,11 @@ def test_episodes_map_to_rows_and_count_against_labelled_segments() -> None:
     labels[10:15] = 1
     labels[50:52] = 1
     labels[90:95] = 1
-    assert segments(labels) == [(10, 15), (50, 52), (90, 95)]
     # Key "a" sends rows 0..99 at ts 1000 + row.
     rows_by_key = {"a": (np.arange(100), 1000.0 + np.arange(100))}
     alerts = [
         alert("a", "firing", 1012.0),
-        alert("a", "resolved", 1012.0, 1030.0),  # hits 10..15
+        alert("a", "resolved", 1012.0, 1030.0),  # begins inside 10..14
         alert("a", "firing", 1012.0),  # a redelivered duplicate of the first episode
         alert("a", "firing", 1070.0),
         alert("a", "resolved", 1070.0, 1080.0),  # false alarm
@@ -45,15 +45,16 @@ def test_episodes_map_to_rows_and_count_against_labelled_segments() -> None:
         alert("b", "firing", 1050.0),  # a key the replay never sent: ignored
     ]
     found = episodes(alerts, rows_by_key)
-    assert found == [(12, 30), (70, 80), (93, 99)]
-    score = score_alerts(found, labels)
-    assert (score.episodes, score.true_positives, score.segments, score.segments_found) == (
+    assert [(e.start, e.fired, e.end) for e in found] == [(12, 12, 30), (70, 70, 80), (93, 93, 99)]
+    score = event_metrics(found, labels, np.arange(100) * 60.0)
+    assert (score.episodes, score.true_episodes, score.segments, score.detected_segments) == (
         3,
         2,
         3,
         2,
     )
     assert score.precision == pytest.approx(2 / 3) and score.recall == pytest.approx(2 / 3)
+    assert score.delays_rows == (2, 3)
 
 
 def test_demo_data_without_a_data_dir_is_the_shipped_slice() -> None:
