@@ -24,7 +24,12 @@ from model.networks import AMAConfig, Ensemble, Kind, empty_ensemble, export_sco
 from model.train import TrainSummary, train_networks
 from schemas.errors import ServiceError
 
-CLIP = 10.0  # standardised vectors are clipped to +-10 so one wild value cannot blow up a layer
+# Standardised vectors are clipped to +-CLIP only so that one absurd value cannot overflow float32
+# arithmetic. The clip must sit far beyond any real operating point: a run that sits tens of
+# training standard deviations away in some feature (SKAB valve1: 4 of 8 features at -17..-58)
+# must keep its rows' order there, and a clip at 10 flattened every row onto the same value
+# (docs/model.md, deviation 14). Bundles store their clip; older ones (10) keep it.
+CLIP = 1000.0
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
 SCORE_CHUNK = 4096  # rows per forward pass when scoring large arrays (bounds peak memory)
 MEMBER_SEED_STRIDE = 1000  # member m trains with seed + 1000 m: distinct from other fits' seeds
@@ -373,7 +378,8 @@ class AMADetector:
         x = x.to(device, non_blocking=True)
         out = (x - self._loc.to(device)) / self._scale.to(device)
         if self.kind == "vector":
-            return out.clamp_(-CLIP, CLIP)
+            clip = float(self._norm["clip"])
+            return out.clamp_(-clip, clip)
         return out.clamp_(-1.0, 1.0)
 
     # --- persistence ----------------------------------------------------------------------------
