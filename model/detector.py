@@ -168,8 +168,8 @@ class AMADetector:
         self,
         X: np.ndarray,
         *,
-        epochs: int = 100,
-        batch_size: int = 256,
+        epochs: int | None = None,
+        batch_size: int | None = None,
         device: str | torch.device | None = None,
         seed: int = 0,
         progress: bool = True,
@@ -178,6 +178,11 @@ class AMADetector:
         """Fit normalisation, train the networks, export the scorer and calibrate (mu, sigma).
 
         X: (n, d) vectors, or images (n, H, W) / (n, C, H, W) in 0..255 or 0..1 units.
+        ``epochs=None`` is the default budget: each member trains at most
+        ``model.train.DEFAULT_ITERATIONS`` AE iterations and stops earlier when a held-out
+        slice of ``X`` stops improving (docs/model.md, "Training budget"), so the cost does not
+        grow with n; an explicit ``epochs`` trains that many full passes over every row.
+        ``batch_size=None``: 128 rows, fewer for small sets (``model.train.default_batch_size``).
         ``time_budget_s`` is shared equally by the members; each stops after the first epoch
         that ends past its share.
         """
@@ -471,11 +476,12 @@ def _pad(x: torch.Tensor, cfg: AMAConfig) -> torch.Tensor:
 
 def _summary_json(seed: int, summaries: list[TrainSummary]) -> dict[str, Any]:
     """The whole fit (rows, most epochs any member ran, total iterations and wall time) plus
-    each member's own run and per-epoch losses."""
+    each member's own run (held-out rows, whether it stopped early) and per-epoch losses."""
     first = summaries[0]
     members = []
     for s in summaries:
-        run = {k: getattr(s, k) for k in ("seed", "epochs", "iterations", "wall_s")}
+        keys = ("seed", "epochs", "iterations", "wall_s", "holdout_rows", "stopped_early")
+        run: dict[str, Any] = {k: getattr(s, k) for k in keys}
         run["history"] = [{k: round(v, 6) for k, v in h.items()} for h in s.history]
         members.append(run)
     return {
