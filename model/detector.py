@@ -72,7 +72,7 @@ def _cpu_has_native_bf16() -> bool:
 class AMADetector:
     """Adversarial Mirrored AutoEncoder anomaly detector for vectors or small images.
 
-    >>> det = AMADetector(kind="vector").fit(X_train, epochs=20)
+    >>> det = AMADetector(kind="vector").fit(X_train)  # the default budget (docs/model.md)
     >>> a = det.score(X)            # float64 (n,), higher = more anomalous
     >>> det.save("bundle/"); det2 = AMADetector.load("bundle/")
 
