@@ -24,7 +24,12 @@ from model.networks import AMAConfig, Ensemble, Kind, empty_ensemble, export_sco
 from model.train import TrainSummary, train_networks
 from schemas.errors import ServiceError
 
-CLIP = 10.0  # standardised vectors are clipped to +-10 so one wild value cannot blow up a layer
+# Standardised vectors are clipped to +-CLIP only so that one absurd value cannot overflow float32
+# arithmetic. The clip must sit far beyond any real operating point: a run that sits tens of
+# training standard deviations away in some feature (SKAB valve1: 4 of 8 features at -17..-58)
+# must keep its rows' order there, and a clip at 10 flattened every row onto the same value
+# (docs/model.md, deviation 14). Bundles store their clip; older ones (10) keep it.
+CLIP = 1000.0
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
 SCORE_CHUNK = 4096  # rows per forward pass when scoring large arrays (bounds peak memory)
 MEMBER_SEED_STRIDE = 1000  # member m trains with seed + 1000 m: distinct from other fits' seeds
@@ -67,7 +72,7 @@ def _cpu_has_native_bf16() -> bool:
 class AMADetector:
     """Adversarial Mirrored AutoEncoder anomaly detector for vectors or small images.
 
-    >>> det = AMADetector(kind="vector").fit(X_train, epochs=20)
+    >>> det = AMADetector(kind="vector").fit(X_train)  # the default budget (docs/model.md)
     >>> a = det.score(X)            # float64 (n,), higher = more anomalous
     >>> det.save("bundle/"); det2 = AMADetector.load("bundle/")
 
@@ -163,8 +168,8 @@ class AMADetector:
         self,
         X: np.ndarray,
         *,
-        epochs: int = 100,
-        batch_size: int = 256,
+        epochs: int | None = None,
+        batch_size: int | None = None,
         device: str | torch.device | None = None,
         seed: int = 0,
         progress: bool = True,
@@ -173,6 +178,11 @@ class AMADetector:
         """Fit normalisation, train the networks, export the scorer and calibrate (mu, sigma).
 
         X: (n, d) vectors, or images (n, H, W) / (n, C, H, W) in 0..255 or 0..1 units.
+        ``epochs=None`` is the default budget: each member trains at most
+        ``model.train.DEFAULT_ITERATIONS`` AE iterations and stops earlier when a held-out
+        slice of ``X`` stops improving (docs/model.md, "Training budget"), so the cost does not
+        grow with n; an explicit ``epochs`` trains that many full passes over every row.
+        ``batch_size=None``: 128 rows, fewer for small sets (``model.train.default_batch_size``).
         ``time_budget_s`` is shared equally by the members; each stops after the first epoch
         that ends past its share.
         """
@@ -373,7 +383,8 @@ class AMADetector:
         x = x.to(device, non_blocking=True)
         out = (x - self._loc.to(device)) / self._scale.to(device)
         if self.kind == "vector":
-            return out.clamp_(-CLIP, CLIP)
+            clip = float(self._norm["clip"])
+            return out.clamp_(-clip, clip)
         return out.clamp_(-1.0, 1.0)
 
     # --- persistence ----------------------------------------------------------------------------
@@ -465,11 +476,12 @@ def _pad(x: torch.Tensor, cfg: AMAConfig) -> torch.Tensor:
 
 def _summary_json(seed: int, summaries: list[TrainSummary]) -> dict[str, Any]:
     """The whole fit (rows, most epochs any member ran, total iterations and wall time) plus
-    each member's own run and per-epoch losses."""
+    each member's own run (held-out rows, whether it stopped early) and per-epoch losses."""
     first = summaries[0]
     members = []
     for s in summaries:
-        run = {k: getattr(s, k) for k in ("seed", "epochs", "iterations", "wall_s")}
+        keys = ("seed", "epochs", "iterations", "wall_s", "holdout_rows", "stopped_early")
+        run: dict[str, Any] = {k: getattr(s, k) for k in keys}
         run["history"] = [{k: round(v, 6) for k, v in h.items()} for h in s.history]
         members.append(run)
     return {

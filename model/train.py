@@ -31,6 +31,8 @@ class TrainSummary:
     wall_s: float
     device: str
     history: list[dict[str, float]] = field(default_factory=list)  # per-epoch mean losses
+    holdout_rows: int = 0  # rows kept aside for early stopping (not trained on)
+    stopped_early: bool = False  # the held-out error stopped improving before the budget
 
 
 def _negatives(
@@ -61,12 +63,74 @@ def _negatives(
     return x, labels
 
 
+DEFAULT_ITERATIONS = 800  # AE iterations per member of the default fit (docs/model.md, budget)
+CHECK_EVERY = 50  # iterations between held-out checks
+PATIENCE = 4  # held-out checks without a MIN_GAIN relative improvement end the fit
+MIN_GAIN = 0.01
+HOLDOUT_MIN_ROWS = 1000  # smaller sets train on every row: the budget alone bounds their cost
+HOLDOUT_FRACTION = 0.1
+HOLDOUT_MAX_ROWS = 2000
+
+
+def default_batch_size(rows: int) -> int:
+    """128 rows, fewer for small sets so they still see many distinct batches per epoch."""
+    return min(128, max(16, rows // 8))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where a run stops and when its schedule moves, all in AE iterations."""
+
+    epochs: int  # most epochs the run may start
+    total: int  # most AE iterations
+    milestones: list[int]  # the learning rate drops x0.1 after these many iterations
+    neg_from: int  # first iteration (0-based) that uses inward negatives
+
+
+def _plan(cfg: AMAConfig, epochs: int | None, per_epoch: int) -> _Plan:
+    """Explicit ``epochs``: full passes, schedule at epoch boundaries (section 7.2). None: the
+    default budget, the same schedule as fractions of DEFAULT_ITERATIONS."""
+    fracs = cfg.lr_milestones
+    if epochs is None:
+        total = DEFAULT_ITERATIONS
+        marks = {max(1, round(f * total)) for f in fracs}
+        neg_from = math.floor(cfg.neg_warmup * total) + 1
+        return _Plan(math.ceil(total / per_epoch), total, sorted(marks), neg_from)
+    marks = {max(1, round(f * epochs)) * per_epoch for f in fracs if f * epochs >= 1}
+    neg_from = (math.floor(cfg.neg_warmup * epochs) + 1) * per_epoch  # epoch index > 10 of 100
+    return _Plan(epochs, epochs * per_epoch, sorted(marks), neg_from)
+
+
+def _split_holdout(
+    data: torch.Tensor, epochs: int | None, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The default fit keeps a random slice of the rows aside to decide when to stop."""
+    n = data.shape[0]
+    if epochs is not None or n < HOLDOUT_MIN_ROWS:
+        return data, None
+    k = min(HOLDOUT_MAX_ROWS, int(n * HOLDOUT_FRACTION))
+    perm = torch.randperm(n, generator=gen)
+    return data[perm[k:]], data[perm[:k]]
+
+
+def _holdout_error(nets: Networks, rows: torch.Tensor, device: torch.device) -> float:
+    """Mean |x - G(E(x))| on the held-out rows, E and G in eval mode."""
+    nets.encoder.eval()
+    nets.decoder.eval()
+    with torch.no_grad():
+        x = rows.to(device)
+        err = float(torch.mean(torch.abs(x - nets.decoder(nets.encoder(x)))))
+    nets.encoder.train()
+    nets.decoder.train()
+    return err
+
+
 def train_networks(
     cfg: AMAConfig,
     data: torch.Tensor,
     *,
-    epochs: int,
-    batch_size: int,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     device: torch.device,
     seed: int,
     on_epoch: EpochCallback | None = None,
@@ -74,36 +138,43 @@ def train_networks(
 ) -> tuple[Networks, TrainSummary]:
     """Train E, G, D on normalised rows ``data`` ((N, d) or (N, C, 32, 32)) and return them.
 
-    The batch is clipped to N when N < batch_size so tiny data sets still train; the last
-    incomplete batch is dropped (as in the code). With ``time_budget_s``, training stops after
-    the first epoch that ends past the budget (the retrain job runs on a schedule and must
-    finish); the summary's ``epochs`` is then the number actually run.
+    ``epochs=None`` is the default budget: at most DEFAULT_ITERATIONS AE iterations, and with
+    at least HOLDOUT_MIN_ROWS rows a held-out slice of them (10%, at most 2,000) is not trained
+    on; training ends early once its reconstruction error has not improved by 1% for
+    PATIENCE checks, CHECK_EVERY iterations apart. So the cost is bounded whatever N is. An
+    explicit ``epochs`` trains that many full passes on every row. ``batch_size=None`` is
+    :func:`default_batch_size`. The batch is clipped to N when N < batch_size so tiny data sets
+    still train; the last incomplete batch is dropped (as in the code). With ``time_budget_s``,
+    training stops after the first epoch that ends past the budget (the retrain job runs on a
+    schedule and must finish); the summary's ``epochs`` is then the number actually run.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    rows = data.shape[0]
+    data, holdout = _split_holdout(data, epochs, gen)
     nets = build_networks(cfg)
     enc, dec, critic = (m.to(device).train() for m in (nets.encoder, nets.decoder, nets.critic))
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=cfg.betas_d)
     opt_g = torch.optim.Adam(dec.parameters(), lr=cfg.lr, betas=cfg.betas_g)
     opt_e = torch.optim.Adam(enc.parameters(), lr=cfg.lr, betas=cfg.betas_e)
-    milestones = sorted({max(1, round(f * epochs)) for f in cfg.lr_milestones if f * epochs >= 1})
-    scheds = [
-        torch.optim.lr_scheduler.MultiStepLR(o, milestones, 0.1) for o in (opt_d, opt_g, opt_e)
-    ]
     n = data.shape[0]
-    bs = max(2, min(batch_size, n))
-    warm = math.floor(cfg.neg_warmup * epochs)
+    bs = max(2, min(batch_size or default_batch_size(n), n))
+    plan = _plan(cfg, epochs, n // bs)
+    scheds = [
+        torch.optim.lr_scheduler.MultiStepLR(o, plan.milestones, 0.1) for o in (opt_d, opt_g, opt_e)
+    ]
     t0 = time.perf_counter()
     history: list[dict[str, float]] = []
     iters = 0
     done = 0
-    for epoch in range(epochs):
+    best, stale, stopped = math.inf, 0, False
+    for epoch in range(plan.epochs):
         perm = torch.randperm(n, generator=gen)
         sums: dict[str, float] = {}
         steps = 0
         for start in range(0, n - bs + 1, bs):
             x = data[perm[start : start + bs]].to(device)
-            if cfg.neg_sampling and epoch > warm:  # e.g. epoch index > 10 of 100
+            if cfg.neg_sampling and iters >= plan.neg_from:
                 x, labels = _negatives(nets, x, cfg)
             else:
                 labels = torch.ones(bs, device=device)
@@ -139,17 +210,25 @@ def train_networks(
             loss_ae.backward()
             opt_e.step()
             opt_g.step()
+            for s in scheds:
+                s.step()
             for key, val in {**logs_d, **logs_ae}.items():
                 sums[key] = sums.get(key, 0.0) + val
             steps += 1
             iters += 1
-        for s in scheds:
-            s.step()
+            if holdout is not None and iters % CHECK_EVERY == 0:
+                err = _holdout_error(nets, holdout, device)
+                best, stale = (err, 0) if err < best * (1 - MIN_GAIN) else (best, stale + 1)
+                stopped = stale >= PATIENCE
+            if stopped or iters >= plan.total:
+                break
         logs = {k: v / max(steps, 1) for k, v in sums.items()}
         history.append(logs)
         if on_epoch is not None:
-            on_epoch(epoch, epochs, logs)
+            on_epoch(epoch, plan.epochs, logs)
         done = epoch + 1
+        if stopped or iters >= plan.total:
+            break
         if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
             break
     for p in critic.parameters():
@@ -157,7 +236,7 @@ def train_networks(
     for m in (enc, dec, critic):
         m.eval()
     summary = TrainSummary(
-        rows=n,
+        rows=rows,
         epochs=done,
         batch_size=bs,
         seed=seed,
@@ -165,5 +244,7 @@ def train_networks(
         wall_s=time.perf_counter() - t0,
         device=str(device),
         history=history,
+        holdout_rows=0 if holdout is None else int(holdout.shape[0]),
+        stopped_early=stopped,
     )
     return nets, summary

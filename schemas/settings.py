@@ -335,8 +335,15 @@ class RetrainSettings(_Section):
         default_factory=dict,
         description="AMAConfig fields that override the champion's for the challenger.",
     )
-    epochs: int = Field(default=20, ge=1)
-    batch_size: int = Field(default=256, ge=2)
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Full passes over the window; null = the default training budget "
+        "(at most 800 iterations per member, early stopping; docs/model.md).",
+    )
+    batch_size: int | None = Field(
+        default=None, ge=2, description="Rows per batch; null = 128 (fewer for small windows)."
+    )
     time_budget_s: float = Field(default=1800, gt=0, description="Training stops past this.")
     seed: int = 0
     device: str | None = Field(default=None, description="torch device; None = cuda if any.")

@@ -28,8 +28,19 @@ def train(
     ],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
     kind: Annotated[str, typer.Option("--kind", help="vector | image")] = "vector",
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 100,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per batch.")] = 256,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs",
+            min=1,
+            help="Full passes over the data; default: the training budget (at most 800 "
+            "iterations per member, early stopping; docs/model.md).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=2, help="Rows per batch; default 128 (fewer if small)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     members: Annotated[
         int,
