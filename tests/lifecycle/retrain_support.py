@@ -26,7 +26,7 @@ from streamer.state.client import connect_from_settings
 from streamer.worker.loop import Worker
 
 KEYS = 4
-SHIFT = 5.0  # added to the first 5 features: the worker flags about half of the shifted rows
+SHIFT = 3.0  # added to the first 5 features: the worker flags about half of the shifted rows
 
 
 def normal(n: int, seed: int) -> np.ndarray:
