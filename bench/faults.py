@@ -48,7 +48,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from model.commands import train_cached
 from schemas.settings import Settings, load_settings
-from streamer.devtools.demo import MODEL, WORKER_ENV, load_demo_data
+from streamer.devtools.demo import MODEL, load_demo_data
 from streamer.devtools.local_stack import LocalStack, default_state_dir
 from streamer.devtools.replay import replay
 from streamer.worker.assemble import build_worker
@@ -164,12 +164,21 @@ def _episodes(alerts: list[tuple[float, bytes]]) -> dict[str, tuple[float, float
     return out
 
 
+# The outage run times how late each episode fires: it fires on an episode's first anomalous
+# record, so that lateness is the outage's alone and not the alert rule's persistence.
+FIRST_RECORD_FIRES = {
+    "AMA_ALERTS__N_ANOMALOUS": "1",
+    "AMA_ALERTS__WINDOW_M": "1",
+    "AMA_ALERTS__QUIET_RECORDS": "60",
+}
+
+
 def redis_outage(data_dir: Path | None, rate: float) -> None:
     data = load_demo_data("machine-2-7", data_dir)
     bundle = train_cached(data.train, default_state_dir().parent / "demo", data.machine,
                           epochs=10, config=MODEL)  # fmt: skip
     rows, keys = data.test, [data.machine] * len(data.test)
-    os.environ.update({k: v for k, v in WORKER_ENV.items() if k not in os.environ})
+    os.environ.update({k: v for k, v in FIRST_RECORD_FIRES.items() if k not in os.environ})
     runs = {}
     for fault in (False, True):
         topics = _topics(BOOTSTRAP)

@@ -202,7 +202,7 @@ class ThresholdSettings(_Section):
     """Per-key adaptive thresholds (statistics in Redis)."""
 
     policy: Literal["quantile", "sigma", "fixed"] = "quantile"
-    quantile: float = Field(default=0.995, gt=0.0, lt=1.0)
+    quantile: float = Field(default=0.99, gt=0.0, lt=1.0)
     k_sigma: float = Field(default=4.0, gt=0.0)
     fixed: float | None = Field(default=None, description="The threshold when policy = fixed.")
     warmup: int = Field(
@@ -224,7 +224,7 @@ class ThresholdSettings(_Section):
 class AlertSettings(_Section):
     """Alert episodes: fire on n anomalous among the last m records, resolve after a quiet run."""
 
-    n_anomalous: int = Field(default=3, ge=1)
+    n_anomalous: int = Field(default=5, ge=1)
     window_m: int = Field(default=10, ge=1)
     quiet_records: int = Field(
         default=20, ge=1, description="Normal records in a row that resolve."

@@ -129,7 +129,9 @@ def evaluate(
             data_dir, out, client=connect_from_settings(settings), suites=picked,
             detectors=names or DEFAULT_DETECTORS, workers=workers, cache_dir=cache_dir,
         )  # fmt: skip
-    typer.echo(f"wrote {out} and {out.with_suffix('.json')}")
+    written = [out, *([out.with_suffix(".json")] if tabular else [])]
+    written += [out.with_name(out.stem + "-streams.json")] if streams else []
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
 
 
 @model_app.command("publish")

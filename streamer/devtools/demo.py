@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -42,16 +41,6 @@ SHIPPED = Path(__file__).resolve().parent / "demo_data" / "smd-machine-2-7.npz"
 # Small networks and two critic steps: ~40 s of training on 2 CPU cores, test AUC ~0.91 on
 # machine-2-7 (the faithful widths take minutes per epoch there and score the same).
 MODEL = {"hidden": 128, "critic_hidden": 64, "feat_dim": 64, "critic_steps": 2}
-# SMD's labelled incidents are mostly 3-5 rows (minutes) long, too short for the default alert
-# rule (3 anomalous of the last 10); the demo fires on the first anomalous record and resolves
-# after an hour of normal rows. Variables the user set win. Measured on machine-2-7 (10 epochs):
-# alert precision/recall 0.41/0.90 on the full test half, 0.37/0.91 on the shipped slice, against
-# 0.40/0.10 with the default rule.
-WORKER_ENV = {
-    "AMA_ALERTS__N_ANOMALOUS": "1",
-    "AMA_ALERTS__WINDOW_M": "1",
-    "AMA_ALERTS__QUIET_RECORDS": "60",
-}
 
 
 @dataclass(frozen=True)
@@ -108,7 +97,6 @@ def _workers(n: int, argv: list[str], log_dir: Path) -> Iterator[list[subprocess
                 stderr=log,
                 stdout=log,
                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-                env={**WORKER_ENV, **os.environ},
             )
         )
     try:

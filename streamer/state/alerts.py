@@ -38,7 +38,7 @@ class AlertPolicy:
     keeps the rule meaningful across keys and models whose scores differ in scale.
     """
 
-    n_anomalous: int = 3
+    n_anomalous: int = 5
     window_m: int = 10
     quiet_records: int = 20
     critical_ratio: float = 2.0

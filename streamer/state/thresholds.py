@@ -58,7 +58,7 @@ class ThresholdPolicy:
     """
 
     policy: Policy = "quantile"
-    quantile: float = 0.995
+    quantile: float = 0.99
     k_sigma: float = 4.0
     fixed: float | None = None
     warmup: int = 200
