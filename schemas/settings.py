@@ -229,12 +229,20 @@ class AlertSettings(_Section):
     quiet_records: int = Field(
         default=20, ge=1, description="Normal records in a row that resolve."
     )
+    fire_ratio: float = Field(
+        default=3.0,
+        ge=0.0,
+        description="One record at least this many times its threshold fires at once (0 = off).",
+    )
 
     @model_validator(mode="after")
     def _check_window(self) -> Self:
-        """n anomalous out of m is impossible when n > m."""
+        """n anomalous out of m is impossible when n > m; a ratio below 1 would fire on every
+        anomalous record, which n_anomalous = window_m = 1 already says."""
         if self.n_anomalous > self.window_m:
             raise ValueError("alerts.n_anomalous must be <= alerts.window_m")
+        if 0.0 < self.fire_ratio < 1.0:
+            raise ValueError("alerts.fire_ratio must be 0 (off) or >= 1")
         return self
 
 

@@ -5,8 +5,9 @@
 The demo reads the alerts topic as any consumer would: an episode is one ``alert_id``, from its
 ``starts_at`` to its ``resolved`` event's ``ends_at`` (or the end of its stream if it never
 resolved), and its rows are the rows of that key whose send time falls in that interval. The
-event does not say which record made it fire; the demo's rule (one anomalous record fires) makes
-that its first record.
+event does not say which record made it fire, so the demo takes its first anomalous record:
+exact when one record far above its threshold fired it (``alerts.fire_ratio``), otherwise up to
+``alerts.window_m`` records early, which flatters the demo's delay and precision a little.
 """
 
 from __future__ import annotations

@@ -30,11 +30,16 @@ __all__ = ["DEFAULT_DETECTORS", "POLICIES", "Judged", "choose_policy", "evaluate
 DEFAULT_DETECTORS = ("AMA", "AMA-temporal", "KNN-win", "PCA-win", "IForest", "HST")
 VUS_BUFFER = 20  # rows of partial credit around a segment, at most (metrics.vus_pr)
 FALSE_ALERT_BUDGET = 1.0  # false episodes per key and day the chosen policy may cost
-# Candidates, from most to least sensitive; the product's default settings among them.
+# Candidates, from most to least sensitive: the per-key threshold quantile, then the firing rule
+# (n of m records, "+xR": or one record at R times its threshold at once).
+RULES = ((1, 1, 0.0), (3, 10, 0.0), (5, 10, 3.0), (5, 10, 5.0), (5, 10, 0.0))
 POLICIES: dict[str, tuple[ThresholdPolicy, AlertPolicy]] = {
-    f"q{q}-{n}of{m}": (ThresholdPolicy(quantile=q), AlertPolicy(n_anomalous=n, window_m=m))
+    f"q{q}-{n}of{m}" + (f"+x{r:g}" if r else ""): (
+        ThresholdPolicy(quantile=q),
+        AlertPolicy(n_anomalous=n, window_m=m, fire_ratio=r),
+    )
     for q in (0.99, 0.995, 0.999)
-    for n, m in ((1, 1), (3, 10), (5, 10))
+    for n, m, r in RULES
 }
 
 

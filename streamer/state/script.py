@@ -147,6 +147,7 @@ class VerdictScript:
             "window_m": alerts.window_m,
             "quiet_records": alerts.quiet_records,
             "critical_ratio": alerts.critical_ratio,
+            "fire_ratio": alerts.fire_ratio,
             "reemit_replayed": reemit_replayed,
         }
         if thresholds.fixed is not None:

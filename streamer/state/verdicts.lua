@@ -183,7 +183,13 @@ local function observe(a, anomalous, x, thr, t, p, o)
     end
     a.flags = string.sub(a.flags, 2)
   end
-  if not anomalous or #a.window < cfg.n_anomalous then
+  -- Fire on n_anomalous of the last window_m records, or at once on one record at least
+  -- fire_ratio times its (positive) threshold: a short spike far out pages without waiting.
+  if not anomalous then
+    return nil
+  end
+  if #a.window < cfg.n_anomalous
+      and not (cfg.fire_ratio > 0 and thr > 0 and x >= cfg.fire_ratio * thr) then
     return nil
   end
   a.state = 'firing'

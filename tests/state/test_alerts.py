@@ -170,3 +170,28 @@ def test_alert_policy_validation() -> None:
         AlertPolicy(n_anomalous=11, window_m=10)
     with pytest.raises(ConfigError):
         AlertPolicy(quiet_records=0)
+
+
+@pytest.mark.parametrize(("spike", "fires_at_once"), [(2.0, False), (4.5, True)])
+def test_one_record_far_above_its_threshold_fires_at_once(
+    redis_url: str, redis_prefix: str, spike: float, fires_at_once: bool
+) -> None:
+    # fire_ratio 3: a single record at 3x its threshold (~1.4 here) pages without waiting for
+    # 5 of 10; one just above the threshold stays a lone exceedance and never fires.
+    state = ThresholdState(
+        connect(redis_url), prefix=redis_prefix, thresholds=POLICY,
+        alerts=AlertPolicy(n_anomalous=5, window_m=10, quiet_records=20, fire_ratio=3.0),
+    )  # fmt: skip
+    scores = np.random.default_rng(3).normal(1.0, 0.1, 330)
+    scores[300] = spike
+    fired = [
+        (start, a.status)
+        for start in range(0, 330, 10)
+        for a in apply(state, ["k"] * 10, scores[start : start + 10], start).alerts
+    ]
+    assert fired == ([(300, "firing"), (320, "resolved")] if fires_at_once else [])
+
+
+def test_fire_ratio_below_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match="fire_ratio"):
+        AlertPolicy(fire_ratio=0.5)
