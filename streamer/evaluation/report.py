@@ -167,7 +167,14 @@ def write_streams(out: Path, judged: list[Judged], scores: dict[tuple[str, str],
         text = (old.rstrip("\n") + "\n\n" if old else "") + block
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    summary: dict[str, Any] = {
+    out.with_name(out.stem + "-streams.json").write_text(json.dumps(summary(judged, chosen)))
+
+
+def summary(judged: list[Judged], chosen: dict[str, str]) -> dict[str, Any]:
+    """Every number of the tables: the means of every detector under every candidate, and the
+    per-stream rows of the policies reported (each detector's chosen one, the product's whole
+    curve); the other per-stream rows only feed the means."""
+    return {
         "chosen_policy": chosen,
         "means": {
             suite: {
@@ -181,6 +188,7 @@ def write_streams(out: Path, judged: list[Judged], scores: dict[tuple[str, str],
             }
             for suite in dict.fromkeys(j.suite for j in judged)
         },
-        "streams": [j.__dict__ for j in judged],
+        "streams": [
+            j.__dict__ for j in judged if j.policy == chosen[j.detector] or j.detector == PRODUCT
+        ],
     }
-    out.with_name(out.stem + "-streams.json").write_text(json.dumps(summary, indent=1))
