@@ -3,7 +3,7 @@
 Each is fitted on a stream's first training rows and then scores rows strictly in time order:
 a row's score may use that row and the rows before it (its window), never a later one. The
 windowed detectors see the last ``WINDOW`` rows of the key, oldest first, padded with the
-oldest row available at the start of a key's history (as a worker does for a new key).
+oldest row available at the start of a key's history (a new key has no earlier rows).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from helpers import Topics, free_ports, make_settings, make_worker, produce, rea
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.detector import AMADetector
+from model.store import ModelStore
 from streamer.lifecycle import registry
 from streamer.lifecycle.drift import DriftMetrics
 from streamer.lifecycle.retrain import run_schedule
@@ -159,7 +160,10 @@ def test_the_rules_and_the_dashboard_use_only_metrics_a_worker_and_the_retrain_j
     tiny_bundle: Path,
     tmp_path: Path,
 ) -> None:
-    registry.publish_manual(redis.Redis.from_url(redis_url), redis_prefix, tiny_bundle)
+    # Into the model store, as `model publish` does: the retrain job reads its champion only
+    # from there (a cycle that cannot would leave the job unready).
+    store = ModelStore(tmp_path / "store")
+    registry.publish_manual(redis.Redis.from_url(redis_url), redis_prefix, tiny_bundle, store=store)
     retrain_port = free_ports(1)[0]
     settings = make_settings(
         kafka_bootstrap, group_factory(), topics, redis_url=redis_url, prefix=redis_prefix,
