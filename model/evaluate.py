@@ -26,6 +26,7 @@ import numpy as np
 
 from model.data import load_idx
 from model.networks import FAITHFUL, Kind
+from model.temporal import window_rows
 
 ADBENCH = [
     "2_annthyroid", "4_breastw", "6_cardio", "14_glass", "18_Ionosphere", "20_letter",
@@ -102,10 +103,9 @@ def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def windows(X: np.ndarray, w: int) -> np.ndarray:
-    """(n, d) -> (n - w + 1, w * d): row i holds steps i .. i + w - 1 (label = last step)."""
-    n, d = X.shape
-    idx = np.arange(w)[None, :] + np.arange(n - w + 1)[:, None]
-    return X[idx].reshape(n - w + 1, w * d)
+    """(n, d) -> (n - w + 1, w * d): row i holds steps i .. i + w - 1 (label = last step); the
+    stream suite's windows (model/temporal.py) without the padded first w - 1 rows."""
+    return window_rows(X[:0], X, w)[w - 1 :]
 
 
 def _job_data(job: Job, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

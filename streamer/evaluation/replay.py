@@ -29,11 +29,14 @@ TTL_S = 3600  # an evaluation's state expires by itself; it is also deleted at t
 
 @dataclass(frozen=True)
 class Replayed:
-    """Per row of the replayed test part: the threshold and verdict; and the episodes."""
+    """Per row of the replayed test part: the threshold and verdict; and the episodes. Episodes
+    that fired during the warm-up count in ``warm_episodes`` (false alerts on normal traffic,
+    when the warm-up is a training tail)."""
 
     thresholds: np.ndarray
     is_anomaly: np.ndarray
     episodes: list[Episode]
+    warm_episodes: int
 
 
 def replay(
@@ -85,7 +88,8 @@ def replay(
             for e in episodes
             if e.end >= first
         ]
-        return Replayed(out_thr[first:], out_flag[first:], shifted)
+        warm_fired = sum(e.fired < first for e in episodes)
+        return Replayed(out_thr[first:], out_flag[first:], shifted, warm_fired)
     finally:
         for name in client.scan_iter(match=f"{prefix}:*", count=1000):
             client.unlink(name)

@@ -67,8 +67,6 @@ def _judge(
     got = replay(client, key=s.name, floor=g.floor, warm=warm, test=test,
                  thresholds=thresholds, alerts=alerts)  # fmt: skip
     m = event_metrics(got.episodes, s.labels, s.test_ts)
-    tail = replay(client, key=s.name, floor=g.floor, warm=(g.tail[:0], g.tail_ts[:0]),
-                  test=warm, thresholds=thresholds, alerts=alerts)  # fmt: skip
     tail_days = (len(g.tail) * float(np.median(np.diff(g.tail_ts)))) / 86_400.0
     event = {
         "precision": m.precision, "recall": m.recall, "f1": m.f1, "episodes": m.episodes,
@@ -77,7 +75,7 @@ def _judge(
         "delays_s": list(m.delays_s), "false_per_day": m.false_per_day,
     }  # fmt: skip
     return Judged(s.suite, s.name, g.detector, policy, event, point["point"], point["vus"],
-                  len(tail.episodes), tail_days)  # fmt: skip
+                  got.warm_episodes, tail_days)  # fmt: skip
 
 
 def choose_policy(judged: list[Judged], detector: str) -> str:
