@@ -39,13 +39,25 @@ SEEDS = (0, 1, 2)
 SMD_WINDOW = 5  # short sliding window (steps) for the windowed SMD variant
 
 # AMA is evaluated with the default fit (its iteration budget and early stopping, docs/model.md)
-# unless a job's options give epochs and batch.
+# unless a job's options give epochs and batch. Each variant is one fit; its jobs also report
+# the scores that need no second fit (the critic term alone, the reconstruction error alone),
+# so the selection in model/selection.py chooses among fits and score compositions alike.
 AMA_VARIANTS: dict[str, dict[str, Any]] = {
     "AMA": {},
+    "AMA-single": {"members": 1},
     "AMA-noneg": {"neg_sampling": False},
     "AMA-noreg": {"reg_lambda": 0.0},
     "AMA-faithful": FAITHFUL,
+    # candidate rules that size the networks from the training rows (no labels): their config
+    # is computed per job by size_rules
+    "AMA-nz90": {},
+    "AMA-narrow": {},
+    "AMA-nz90-narrow": {},
 }
+SIZED = ("AMA-nz90", "AMA-narrow", "AMA-nz90-narrow")
+# The model sources an AMA job's result depends on: a change to any of them invalidates the
+# cached results of AMA jobs (baselines depend only on the job and the pinned packages).
+AMA_SOURCES = ("detector", "networks", "train", "losses")
 MNIST_AMA = {"epochs": 40, "batch": 32}  # ~720 AE iterations on the ~600 training images
 
 
@@ -61,10 +73,53 @@ class Job:
 
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode()
+        if self.detector.startswith("AMA"):
+            blob += _code_hash(self.detector).encode()
         return (
             f"{self.suite}.{self.dataset}.{self.seed}.{self.detector}."
             + hashlib.sha256(blob).hexdigest()[:10]
         )
+
+
+def _code_hash(detector: str) -> str:
+    """The code an AMA result depends on: the model sources, and a sizing candidate's rule."""
+    import inspect
+
+    import model
+
+    root = Path(model.__file__).parent
+    blob = b"".join((root / f"{m}.py").read_bytes() for m in AMA_SOURCES)
+    if detector in SIZED:
+        rules = (size_rules, latent_size_from_spectrum)
+        blob += "".join(inspect.getsource(f) for f in rules).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def size_rules(detector: str, X: np.ndarray) -> dict[str, Any]:
+    """The config a sizing candidate gives for training rows ``X``: ``nz90`` the latent size
+    from the spectrum, ``narrow`` widths from the dimension (hidden the power of two at or
+    above 8 d within [32, 256], critic no wider than that)."""
+    cfg: dict[str, Any] = {}
+    if "nz90" in detector:
+        cfg["nz"] = latent_size_from_spectrum(X)
+    if "narrow" in detector:
+        d = int(np.prod(X.shape[1:]))
+        hidden = min(256, max(32, 1 << (8 * d - 1).bit_length()))
+        cfg |= {"hidden": hidden, "critic_hidden": min(128, hidden)}
+    return cfg
+
+
+def latent_size_from_spectrum(X: np.ndarray, share: float = 0.9) -> int:
+    """A candidate rule for the latent size, from the training rows alone (no labels): the
+    number of principal components that carry ``share`` of the standardised rows' variance,
+    kept within [2, 64] and at most half of d, so the code can neither collapse to a point nor
+    copy the input."""
+    Z = X.reshape(len(X), -1).astype(np.float64)
+    Z = Z - Z.mean(0)
+    var = np.linalg.svd(Z, compute_uv=False) ** 2
+    k = int(np.searchsorted(np.cumsum(var) / max(var.sum(), 1e-12), share) + 1)
+    d = Z.shape[1]
+    return min(64, max(2, k), max(2, d // 2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +200,7 @@ def _run_ama(job: Job, tr: np.ndarray, te: np.ndarray) -> tuple[dict[str, np.nda
 
     kind: Kind = "image" if job.suite == "mnist" else "vector"
     cfg = {**AMA_VARIANTS.get(job.detector, {}), **job.options.get("config", {})}
+    cfg |= size_rules(job.detector, tr)
     det = AMADetector(kind=kind, **cfg)
     epochs, batch = job.options.get("epochs"), job.options.get("batch")
     t0 = time.perf_counter()
@@ -255,7 +311,7 @@ def plan(quick: bool, suites: Iterable[str], detectors: Iterable[str] | None = N
                 for det in ["AMA", *BASELINES]:
                     add(Job("adbench", name, seed, det))
                 if seed == 0:  # ablations retrain: seed 0 only (CPU budget, docs/model.md)
-                    for variant in ("AMA-noneg", "AMA-noreg", "AMA-faithful"):
+                    for variant in [v for v in AMA_VARIANTS if v != "AMA"]:
                         add(Job("adbench", name, seed, variant))
     if "mnist" in suites:
         digits = range(3) if quick else range(10)
@@ -263,13 +319,14 @@ def plan(quick: bool, suites: Iterable[str], detectors: Iterable[str] | None = N
             for det in ["AMA", *BASELINES]:
                 add(Job("mnist", str(c), 0, det, MNIST_AMA if det == "AMA" else {}))
             if c in (0, 1, 2):  # retrained ablations on three digits only (CPU budget)
-                for det in ("AMA-noneg", "AMA-noreg"):
+                for det in ("AMA-noneg", "AMA-noreg", "AMA-faithful"):
                     add(Job("mnist", str(c), 0, det, MNIST_AMA))
     if "smd" in suites:
         machines = SMD[:2] if quick else SMD
         for m in machines:
             for suite in ("smd", "smd-win"):
-                add(Job(suite, m, 0, "AMA", {"train_cap": 8000}))
+                for det in ("AMA", "AMA-faithful"):
+                    add(Job(suite, m, 0, det, {"train_cap": 8000}))
                 for det in BASELINES:
                     opts: dict[str, Any] = {"train_cap": 8000}
                     if det in ("AutoEncoder", "DeepSVDD"):
