@@ -3,6 +3,7 @@ honest answer is known: a candidate may never be judged on a set it was chosen o
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from model.selection import HeldOut, choose, cross_validate, folds, margin
@@ -99,3 +100,20 @@ def test_results_md_puts_the_held_out_table_beside_the_in_sample_one() -> None:
     }
     assert cv["mean"] == pytest.approx(0.895 + 0.005 / len(ADBENCH))
     assert cv["ahead_of_autoencoder"] == len(ADBENCH)
+
+
+def test_the_spectrum_rule_counts_the_components_that_carry_the_variance() -> None:
+    from model.evaluate import latent_size_from_spectrum, size_rules
+
+    rng = np.random.default_rng(0)
+    # 20 dims driven by 4 equally strong orthogonal factors plus a little noise: 4 components
+    # carry > 90% of the variance, 3 carry about 75%
+    basis = np.linalg.qr(rng.normal(size=(20, 4)))[0].T  # (4, 20), orthonormal rows
+    X = rng.normal(size=(500, 4)) @ basis + 0.05 * rng.normal(size=(500, 20))
+    assert latent_size_from_spectrum(X) == 4
+    # isotropic noise would need ~0.9 d components: capped at d / 2 so the code cannot copy x
+    assert latent_size_from_spectrum(rng.normal(size=(500, 20))) == 10
+    assert latent_size_from_spectrum(rng.normal(size=(500, 3))) == 2  # never below 2
+    assert size_rules("AMA-nz90-narrow", X) == {"nz": 4, "hidden": 256, "critic_hidden": 128}
+    assert size_rules("AMA-narrow", X[:, :6]) == {"hidden": 64, "critic_hidden": 64}
+    assert size_rules("AMA", X) == {}
