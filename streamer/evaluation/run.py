@@ -27,7 +27,7 @@ from streamer.state.thresholds import ThresholdPolicy
 
 __all__ = ["DEFAULT_DETECTORS", "POLICIES", "Judged", "choose_policy", "evaluate_streams"]
 
-DEFAULT_DETECTORS = ("AMA", "AMA-temporal", "KNN-win", "PCA-win", "IForest", "HST")
+DEFAULT_DETECTORS = ("AMA", "AMA-temporal", "AMA-faithful", "KNN-win", "PCA-win", "IForest", "HST")
 VUS_BUFFER = 20  # rows of partial credit around a segment, at most (metrics.vus_pr)
 FALSE_ALERT_BUDGET = 1.0  # false episodes per key and day the chosen policy may cost
 # Candidates, from most to least sensitive: the per-key threshold quantile, then the firing rule
