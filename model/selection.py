@@ -42,6 +42,8 @@ class HeldOut:
 
 @dataclass(frozen=True)
 class CrossValidation:
+    """Every set's held-out figure, and the choice the same rule makes on all of them."""
+
     held_out: list[HeldOut]
     chosen_on_all: str  # what the defaults should be: the choice made on every set
     margin_on_all: float  # the lead a challenger needed on every set
