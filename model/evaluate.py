@@ -13,6 +13,7 @@ what changed, and jobs can run in parallel worker processes (one torch thread ea
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -55,9 +56,10 @@ AMA_VARIANTS: dict[str, dict[str, Any]] = {
     "AMA-nz90-narrow": {},
 }
 SIZED = ("AMA-nz90", "AMA-narrow", "AMA-nz90-narrow")
-# The model sources an AMA job's result depends on: a change to any of them invalidates the
-# cached results of AMA jobs (baselines depend only on the job and the pinned packages).
-AMA_SOURCES = ("detector", "networks", "train", "losses")
+# The model sources an AMA result depends on (model/temporal.py builds the windowed inputs): a
+# change to any of them invalidates the cached AMA results of both evaluations, this one and
+# the stream suite's (baselines depend only on the job and the pinned packages).
+AMA_SOURCES = ("detector", "networks", "train", "losses", "temporal")
 MNIST_AMA = {"epochs": 40, "batch": 32}  # ~720 AE iterations on the ~600 training images
 
 
@@ -74,24 +76,22 @@ class Job:
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode()
         if self.detector.startswith("AMA"):
-            blob += _code_hash(self.detector).encode()
+            blob += model_code_hash().encode()
+        if self.detector in SIZED:
+            rules = (size_rules, latent_size_from_spectrum)
+            blob += "".join(inspect.getsource(f) for f in rules).encode()
         return (
             f"{self.suite}.{self.dataset}.{self.seed}.{self.detector}."
             + hashlib.sha256(blob).hexdigest()[:10]
         )
 
 
-def _code_hash(detector: str) -> str:
-    """The code an AMA result depends on: the model sources, and a sizing candidate's rule."""
-    import inspect
-
+def model_code_hash() -> str:
+    """A hash of the AMA_SOURCES files: part of every cached AMA result's key."""
     import model
 
     root = Path(model.__file__).parent
     blob = b"".join((root / f"{m}.py").read_bytes() for m in AMA_SOURCES)
-    if detector in SIZED:
-        rules = (size_rules, latent_size_from_spectrum)
-        blob += "".join(inspect.getsource(f) for f in rules).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -115,11 +115,14 @@ def latent_size_from_spectrum(X: np.ndarray, share: float = 0.9) -> int:
     kept within [2, 64] and at most half of d, so the code can neither collapse to a point nor
     copy the input."""
     Z = X.reshape(len(X), -1).astype(np.float64)
-    Z = Z - Z.mean(0)
-    var = np.linalg.svd(Z, compute_uv=False) ** 2
-    k = int(np.searchsorted(np.cumsum(var) / max(var.sum(), 1e-12), share) + 1)
-    d = Z.shape[1]
-    return min(64, max(2, k), max(2, d // 2))
+    k = components_for(np.linalg.svd(Z - Z.mean(0), compute_uv=False), share)
+    return min(64, max(2, k), max(2, Z.shape[1] // 2))
+
+
+def components_for(singular_values: np.ndarray, share: float) -> int:
+    """How many leading principal components carry ``share`` of the variance."""
+    var = np.asarray(singular_values, np.float64) ** 2
+    return int(np.searchsorted(np.cumsum(var) / max(float(var.sum()), 1e-300), share) + 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,9 +154,15 @@ def one_class_split(
     return X[tr], X[te], (y[te] != 0).astype(np.int64)
 
 
+def feature_scale(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of the training rows; a zero std counts as 1 (constant
+    columns), the detector's own rule."""
+    std = train.std(0)
+    return train.mean(0), np.where(std < 1e-8, 1.0, std)
+
+
 def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean, std = train.mean(0), train.std(0)
-    std = np.where(std < 1e-8, 1.0, std)
+    mean, std = feature_scale(train)
     return ((train - mean) / std).astype(np.float32), ((test - mean) / std).astype(np.float32)
 
 

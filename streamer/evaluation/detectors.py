@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from model.detector import AMADetector
+from model.evaluate import components_for, feature_scale
 from model.networks import FAITHFUL
 from model.temporal import window_rows
 
@@ -35,9 +36,7 @@ class _Standardised:
     """Features standardised with the fitting rows' mean and std (a zero std counts as 1)."""
 
     def _fit_scale(self, rows: np.ndarray) -> np.ndarray:
-        self._mean = rows.mean(0)
-        std = rows.std(0)
-        self._std = np.where(std < 1e-8, 1.0, std)
+        self._mean, self._std = feature_scale(rows)
         return self._scaled(rows)
 
     def _scaled(self, rows: np.ndarray) -> np.ndarray:
@@ -85,9 +84,7 @@ class PCAWindows(_Standardised):
         x = window_rows(rows[:0], self._fit_scale(rows), WINDOW)
         self._centre = x.mean(0)
         _, sv, vt = np.linalg.svd(x - self._centre, full_matrices=False)
-        share = np.cumsum(sv**2) / max(float(np.sum(sv**2)), 1e-300)
-        k = int(np.searchsorted(share, 0.95) + 1)
-        self._basis = vt[:k]
+        self._basis = vt[: components_for(sv, 0.95)]
 
     def score(self, prefix: np.ndarray, rows: np.ndarray) -> np.ndarray:
         x = window_rows(self._scaled(prefix), self._scaled(rows), WINDOW) - self._centre

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-import model
+from model.evaluate import model_code_hash
 from streamer.evaluation import detectors
 from streamer.evaluation.streams import SUITES, Stream
 
@@ -43,16 +43,12 @@ class GroupScores:
     score_s: float
 
 
-# The model modules an AMA detector's fit and scores depend on (not reports or commands).
-_AMA_SOURCES = ("detector", "networks", "train", "losses", "temporal")
-
-
 def _code_hash(detector: str) -> str:
-    """Sources whose change must invalidate cached scores of ``detector``."""
-    files = [Path(detectors.__file__)]
+    """The code whose change must invalidate cached scores of ``detector``."""
+    blob = Path(detectors.__file__).read_bytes()
     if detector.startswith("AMA"):
-        files += [Path(model.__file__).with_name(f"{m}.py") for m in _AMA_SOURCES]
-    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+        blob += model_code_hash().encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def _job_key(detector: str, group: list[Stream], seed: int) -> str:
